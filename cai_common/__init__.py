@@ -1,0 +1,28 @@
+"""Mechanics shared by sources, destinations and flows: typed config bases, errors, secret masking."""
+
+from cai_common.configuration import BaseConfig, FieldProblem, PostgresCredentials, S3Credentials
+from cai_common.errors import (
+    ConnectorConfigError,
+    ConnectorError,
+    ConnectorNotFound,
+    ConnectorRunFailed,
+    UnknownTypeError,
+    UnsupportedPathError,
+    is_transient,
+)
+from cai_common.secrets import mask_secrets
+
+__all__ = [
+    "BaseConfig",
+    "FieldProblem",
+    "ConnectorConfigError",
+    "ConnectorError",
+    "ConnectorNotFound",
+    "ConnectorRunFailed",
+    "PostgresCredentials",
+    "S3Credentials",
+    "UnknownTypeError",
+    "UnsupportedPathError",
+    "is_transient",
+    "mask_secrets",
+]

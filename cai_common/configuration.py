@@ -1,0 +1,196 @@
+"""Typed config bases: every setting has a type, a default and a description; secrets are SecretStr."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Self, TypeVar
+from urllib.parse import quote, urlencode
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from cai_common.errors import ConnectorConfigError
+
+ConfigT = TypeVar("ConfigT", bound="BaseConfig")
+
+
+class BaseConfig(BaseModel):
+    """Base of every source/destination config.
+
+    Unknown keys are kept (the platform's backend may store keys this runner does not use) and
+    reported by :meth:`unknown_keys` so a typo shows up in the run's log instead of vanishing.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    def unknown_keys(self) -> list[str]:
+        """Keys present in the stored config that no field of this model reads."""
+        return sorted(self.model_extra or {})
+
+    def secret_values(self) -> list[str]:
+        """Plain values of every secret field, for masking in logs and run records."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], *, connector_id: int | None, side: str) -> Self:
+        """Validate a stored config dict, turning pydantic's errors into a ConnectorConfigError.
+
+        Args:
+            raw: the merged config as stored (JSON object).
+            connector_id: named in the error.
+            side: ``"source"`` or ``"destination"``, named in the error.
+        """
+        if not isinstance(raw, dict):
+            raise ConnectorConfigError(connector_id, side, None, f"must be a JSON object, got `{raw!r}`")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise _config_error(cls, exc, connector_id, side) from None
+
+
+def _config_error(
+    model: type[BaseModel], exc: ValidationError, connector_id: int | None, side: str
+) -> ConnectorConfigError:
+    """The first validation problem, worded for a person; secret inputs are never echoed."""
+    first = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in first["loc"]) or None
+    field_info = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+    secret = field_info is not None and field_info.annotation in (SecretStr, SecretStr | None)
+    msg = first["msg"]
+    if first["type"] == "missing":
+        problem = "is required" + (f" ({field_info.description})" if field_info and field_info.description else "")
+    elif first["type"].startswith("value_error"):
+        problem = msg.removeprefix("Value error, ")
+        loc = getattr(first.get("ctx", {}).get("error"), "field", None) or loc
+    else:
+        got = "`***`" if secret else f"`{first.get('input')!r}`"
+        expected = _EXPECTED.get(first["type"]) or msg.replace("Input should be", "must be", 1)
+        problem = f"{expected}, got {got}"
+    extra = len(exc.errors()) - 1
+    if extra:
+        problem += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return ConnectorConfigError(connector_id, side, loc, problem)
+
+
+# pydantic error type -> what a person should put there instead.
+_EXPECTED = {
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be a JSON array",
+}
+
+
+class FieldProblem(ValueError):
+    """Raised inside model validators to point at one field."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class PostgresCredentials(BaseConfig):
+    """A PostgreSQL server: separate fields (spec 5.1 / 6.1) or one `connection_string`."""
+
+    host: str | None = Field(None, description="server host name or unix socket directory")
+    port: int = Field(5432, ge=1, le=65535, description="server TCP port")
+    database: str | None = Field(None, description="database name")
+    username: str | None = Field(None, description="login role")
+    password: SecretStr | None = Field(None, description="login password")
+    connection_string: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host:port/db; wins over the separate fields"
+    )
+
+    @model_validator(mode="after")
+    def _need_a_server(self) -> Self:
+        if self.connection_string is None and not (self.host and self.database):
+            raise FieldProblem(
+                "host" if not self.host else "database",
+                "is required: give `host` and `database` (with `username`/`password`) or a `connection_string`",
+            )
+        return self
+
+    def dsn(self, *, dummy_password: bool = False) -> str:
+        """The libpq URL for this server (contains the password: never log it).
+
+        Args:
+            dummy_password: put a placeholder password in when none is set; dlt insists on one even
+                under trust auth.
+        """
+        if self.connection_string is not None:
+            url = self.connection_string.get_secret_value()
+            return _with_dummy_password(url) if dummy_password else url
+        password = self.password.get_secret_value() if self.password else ("x" if dummy_password else "")
+        user = quote(self.username or "postgres", safe="")
+        auth = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
+        host = self.host or ""
+        if host.startswith("/"):  # unix socket directory: libpq takes it as a query parameter
+            return f"postgresql://{auth}localhost:{self.port}/{quote(self.database or '')}?" + urlencode(
+                {"host": host}
+            )
+        return f"postgresql://{auth}{host}:{self.port}/{quote(self.database or '')}"
+
+
+def _with_dummy_password(url: str) -> str:
+    """Add a placeholder password to a URL that has a user but none (dlt requires one)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        # no user part at all: libpq's defaults apply; dlt still needs user:password
+        netloc, slash, tail = rest.partition("/")
+        host = netloc or "localhost"
+        return f"{scheme}://postgres:x@{host}{slash}{tail}"
+    userinfo, _, after = rest.partition("@")
+    if ":" in userinfo and userinfo.split(":", 1)[1]:
+        return url
+    user = userinfo.split(":", 1)[0] or "postgres"
+    host_part, slash, tail = after.partition("/")
+    return f"{scheme}://{user}:x@{host_part or 'localhost'}{slash}{tail}"
+
+
+class S3Credentials(BaseConfig):
+    """Access to an S3 or MinIO endpoint; MINIO_* environment variables fill what a config leaves out."""
+
+    aws_access_key_id: str | None = Field(None, description="access key id (env MINIO_ACCESS_KEY)")
+    aws_secret_access_key: SecretStr | None = Field(None, description="secret key (env MINIO_SECRET_KEY)")
+    endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://minio:9000 (env MINIO_ENDPOINT)")
+    region_name: str | None = Field(None, description="region; MinIO ignores it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _env_fallbacks(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fallbacks = {
+            "endpoint_url": "MINIO_ENDPOINT",
+            "aws_access_key_id": "MINIO_ACCESS_KEY",
+            "aws_secret_access_key": "MINIO_SECRET_KEY",
+        }
+        filled = dict(data)
+        for key, env in fallbacks.items():
+            if filled.get(key) in (None, "") and os.environ.get(env):
+                filled[key] = os.environ[env]
+        return filled
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``s3fs.S3FileSystem`` (contains the secret: never log it)."""
+        options: dict[str, Any] = {}
+        if self.aws_access_key_id:
+            options["key"] = self.aws_access_key_id
+        if self.aws_secret_access_key:
+            options["secret"] = self.aws_secret_access_key.get_secret_value()
+        client_kwargs: dict[str, Any] = {}
+        if self.endpoint_url:
+            client_kwargs["endpoint_url"] = self.endpoint_url
+        if self.region_name:
+            client_kwargs["region_name"] = self.region_name
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        return options

@@ -1,0 +1,95 @@
+"""Errors that name the connector, the field and what was expected; terminal ones are never retried."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dlt.common.exceptions import TerminalValueError
+
+
+class ConnectorError(Exception):
+    """Base class of every error raised about one connector."""
+
+    def __init__(self, connector_id: int | None, message: str) -> None:
+        self.connector_id = connector_id
+        prefix = f"connector {connector_id}: " if connector_id is not None else ""
+        super().__init__(prefix + message)
+
+
+class ConnectorNotFound(ConnectorError, ValueError):
+    """No row in `cai_connectors` has this id."""
+
+    def __init__(self, connector_id: int) -> None:
+        self.connector_id = connector_id
+        Exception.__init__(self, f"connector {connector_id} not found")
+
+
+class ConnectorConfigError(ConnectorError, TerminalValueError):
+    """A source or destination config that cannot work; retrying will not help.
+
+    Attributes:
+        connector_id: the connector whose config is wrong.
+        side: ``"source"`` or ``"destination"``.
+        field: dotted path of the offending key, or None for the config as a whole.
+        problem: what was expected, in words.
+    """
+
+    def __init__(self, connector_id: int | None, side: str, field: str | None, problem: str) -> None:
+        self.side = side
+        self.field = field
+        self.problem = problem
+        where = f"{side} `{field}`" if field else f"{side} config"
+        super().__init__(connector_id, f"{where} {problem}")
+
+
+class UnknownTypeError(ConnectorConfigError):
+    """A source or destination type code that no implementation is registered for."""
+
+    def __init__(self, connector_id: int | None, side: str, code: str | None, known: Iterable[str]) -> None:
+        self.code = code
+        self.known = sorted(known)
+        super().__init__(
+            connector_id,
+            side,
+            "type",
+            f"`{code}` is not a known {side} type; known types: {', '.join(self.known)}",
+        )
+
+
+class UnsupportedPathError(ConnectorError, TerminalValueError):
+    """A valid source and a valid destination that no data path joins (yet)."""
+
+    def __init__(
+        self, connector_id: int | None, source_type: str, destination_type: str, supported: Iterable[str]
+    ) -> None:
+        self.source_type = source_type
+        self.destination_type = destination_type
+        self.supported = sorted(supported)
+        super().__init__(
+            connector_id,
+            f"no data path from source `{source_type}` to destination `{destination_type}`; "
+            f"supported: {', '.join(self.supported)}",
+        )
+
+
+class ConnectorRunFailed(ConnectorError):
+    """Raised by the flow after the run record is closed as `failed`, so Prefect marks the run Failed.
+
+    Attributes:
+        result: the flow's result dict (status, rows_ingested, log_summary, run_id, metrics).
+    """
+
+    def __init__(self, connector_id: int, result: dict[str, Any]) -> None:
+        self.result = result
+        super().__init__(connector_id, f"run {result.get('run_id')} failed: {result.get('log_summary')}")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying (connection resets, timeouts); config and data errors are terminal."""
+    import psycopg
+    from dlt.common.exceptions import TerminalException, TransientException
+
+    if isinstance(exc, TerminalException):
+        return False
+    return isinstance(exc, TransientException | psycopg.OperationalError | ConnectionError | TimeoutError)

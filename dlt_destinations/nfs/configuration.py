@@ -1,0 +1,13 @@
+"""Typed config of the NFS / local folder destination (spec 6.4)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cai_common import BaseConfig
+
+
+class NfsDestinationConfig(BaseConfig):
+    """A local or NFS-mounted directory, created if missing."""
+
+    path: str = Field(..., min_length=1, description="target directory, e.g. /mnt/nfs/destination")

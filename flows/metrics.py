@@ -1,0 +1,67 @@
+"""dlt load info -> the run's `metrics` JSON and its Prefect table artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlt.common.pipeline import LoadInfo
+from dlt.pipeline.pipeline import Pipeline
+
+
+def _is_data_table(name: str) -> bool:
+    return not name.startswith("_dlt")
+
+
+def load_metrics(pipeline: Pipeline, load_info: LoadInfo | None) -> dict[str, Any]:
+    """Rows per table, load files, bytes and step durations of the pipeline's last run.
+
+    Row counts come from the normalize step of *this* run's load packages, so they never include
+    rows from earlier runs that share the pipeline directory.
+    """
+    trace = pipeline.last_trace
+    durations = {
+        step.step: round((step.finished_at - step.started_at).total_seconds(), 3)
+        for step in (trace.steps if trace else [])
+        if step.finished_at and step.started_at
+    }
+    row_counts: dict[str, int] = {}
+    normalize_info = trace.last_normalize_info if trace else None
+    if normalize_info is not None:
+        for table, count in normalize_info.row_counts.items():
+            if _is_data_table(table):
+                row_counts[table] = row_counts.get(table, 0) + int(count)
+    files = 0
+    size = 0
+    failed_jobs = 0
+    for package in load_info.load_packages if load_info else []:
+        for state, jobs in package.jobs.items():
+            for job in jobs:
+                if not _is_data_table(job.job_file_info.table_name):
+                    continue
+                if state == "failed_jobs":
+                    failed_jobs += 1
+                elif state == "completed_jobs":
+                    files += 1
+                    size += int(job.file_size)
+    return {
+        "pipeline_name": pipeline.pipeline_name,
+        "pipelines_dir": pipeline.pipelines_dir,
+        "destination": pipeline.destination.destination_name if pipeline.destination else None,
+        "dataset_name": pipeline.dataset_name,
+        "load_ids": list(load_info.loads_ids) if load_info else [],
+        "row_counts": row_counts,
+        "load_files": files,
+        "load_bytes": size,
+        "failed_jobs": failed_jobs,
+        "durations_s": durations,
+    }
+
+
+def artifact_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per loaded table (or per file) for a Prefect table artifact."""
+    files = metrics.get("files") or []
+    if files:
+        return [
+            {"file": f["file_url"], "table": f["table"], "rows": f["rows"], "status": f["status"]} for f in files
+        ]
+    return [{"table": table, "rows": rows} for table, rows in (metrics.get("row_counts") or {}).items()]
