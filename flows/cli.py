@@ -1,0 +1,135 @@
+"""The `cai` command line: set up the config store, run connectors, inspect runs, run the demo."""
+
+from __future__ import annotations
+
+import os
+
+# Prefect's first temporary server takes 12-27 s to start on a 2-core box (STACK.md); its default
+# 20 s timeout would fail the very first `cai run`.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from cai_common import mask_secrets  # noqa: E402
+
+app = typer.Typer(help="Run Clinical AI data connectors (dlt pipelines orchestrated by Prefect).", no_args_is_help=True)
+console = Console()
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    return table
+
+
+def _shorten(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _run(connector_id: int) -> dict[str, Any]:
+    """Run the flow in this process and return its result dict, failed or not."""
+    from cai_common import ConnectorRunFailed
+    from flows.dlt_pipeline_flow import run_connector_pipeline
+
+    try:
+        return run_connector_pipeline(connector_id)
+    except ConnectorRunFailed as exc:
+        return exc.result
+
+
+def _print_result(result: dict[str, Any], seconds: float) -> None:
+    colour = "green" if result["status"] == "success" else "red"
+    console.print(f"[{colour}]{result['status']}[/{colour}] run {result.get('run_id')} of connector "
+                  f"{result.get('connector_id')}: {result.get('rows_ingested')} rows in {seconds:.1f} s")
+    console.print(result.get("log_summary") or "")
+    pipeline = (result.get("metrics") or {}).get("pipeline_name")
+    if pipeline:
+        pipelines_dir = result["metrics"].get("pipelines_dir")
+        console.print(f"inspect: dlt pipeline --pipelines-dir {pipelines_dir} {pipeline} trace")
+
+
+@app.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the config-store schema (idempotent)."""
+    from flows.config_store import database_url
+    from flows.config_store import init_db as apply
+
+    applied = apply()
+    where = mask_secrets(database_url())
+    console.print(f"applied {', '.join(applied)} on {where}" if applied else f"schema already current on {where}")
+
+
+@app.command()
+def run(connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")]) -> None:
+    """Run one connector now; exit code 0 on success, 1 on failure."""
+    started = time.monotonic()
+    result = _run(connector_id)
+    _print_result(result, time.monotonic() - started)
+    raise typer.Exit(0 if result["status"] == "success" else 1)
+
+
+@app.command()
+def runs(
+    connector: Annotated[int | None, typer.Option(help="only this connector's runs")] = None,
+    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+) -> None:
+    """Recent runs, newest first."""
+    from flows.run_records import list_runs
+
+    rows = list_runs(connector, limit)
+    columns = ["id", "connector_id", "status", "started_at", "finished_at", "rows_ingested", "log_summary"]
+    console.print(_table("connector runs", rows, columns))
+
+
+@app.command()
+def connectors() -> None:
+    """Connectors with their source and destination types."""
+    from flows.catalog import list_connectors
+
+    columns = ["id", "name", "source_name", "source_type", "destination_name", "destination_type"]
+    console.print(_table("connectors", list_connectors(), columns))
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(help="patients in the sample (encounters and labs follow)")] = 200,
+) -> None:
+    """Set up the schema, write sample clinical CSVs, register a folder -> Postgres connector and run it."""
+    from flows import demo as demo_mod
+    from flows.config_store import database_url
+    from flows.config_store import init_db as apply
+    from flows.embedded import data_dir
+    from flows.run_records import get_run
+
+    started = time.monotonic()
+    console.print(f"config store: {mask_secrets(database_url())}")
+    apply()
+    folder = data_dir() / "demo" / "incoming"
+    written = demo_mod.write_sample_csvs(folder, patients=patients)
+    console.print(f"wrote {sum(written.values())} rows of sample CSVs to {folder}")
+    connector_id = demo_mod.ensure_demo_connector(folder)
+    result = _run(connector_id)
+    _print_result(result, time.monotonic() - started)
+    record = get_run(result["run_id"]) if result.get("run_id") else None
+    if record:
+        fields = [{"column": k, "value": _shorten(v)} for k, v in record.items()]
+        console.print(_table("run record (cai_connector_runs)", fields, ["column", "value"]))
+    counts = demo_mod.table_counts(demo_mod.DEMO_SCHEMA, list(written))
+    console.print(_table(f"rows in {demo_mod.DEMO_SCHEMA}",
+                         [{"table": t, "csv rows": written[t], "rows in table": counts[t]} for t in written],
+                         ["table", "csv rows", "rows in table"]))
+    raise typer.Exit(0 if result["status"] == "success" and counts == written else 1)
+
+
+if __name__ == "__main__":
+    app()

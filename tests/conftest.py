@@ -1,0 +1,92 @@
+"""Session services: a real PostgreSQL (CAI_TEST_DATABASE_URL or the embedded server) and a Prefect server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+# Before Prefect is imported anywhere: its first temporary server can take 27 s here (STACK.md), and
+# analytics off removes a spurious "database is locked" traceback.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PostgreSQL server: CAI_TEST_DATABASE_URL when set (CI), else the embedded one in a temp dir."""
+    url = os.environ.get("CAI_TEST_DATABASE_URL")
+    if url:
+        # A configured server that is down fails the run here, loudly: no silent skip.
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+        return url
+    from flows.embedded import embedded_database_url
+
+    return embedded_database_url(tmp_path_factory.mktemp("embedded") / "pgdata")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database for this session, used as the config store (DATABASE_URL) and as the warehouse."""
+    name = f"cai_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(server_url, name)
+    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "CAI_HOME", "CAI_PIPELINES_DIR")}
+    os.environ["DATABASE_URL"] = url
+    os.environ["CAI_HOME"] = str(tmp_path_factory.mktemp("cai_home"))
+    os.environ["CAI_PIPELINES_DIR"] = str(tmp_path_factory.mktemp("pipelines"))
+    try:
+        yield url
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def config_store(database_url: str) -> str:
+    """The session database with the config-store schema applied."""
+    from flows.config_store import init_db
+
+    init_db(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect server (SQLite) for the session; yields its API URL for subprocesses."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def schema_name() -> str:
+    """A schema name no other test uses."""
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def incoming(tmp_path: Path) -> Path:
+    """An empty folder to drop source files into."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    return folder

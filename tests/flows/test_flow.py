@@ -1,0 +1,185 @@
+"""run_connector_pipeline end to end: real PostgreSQL, real Prefect server, folder of CSVs -> tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cai_common import ConnectorRunFailed
+from flows import data_paths
+from flows.dlt_pipeline_flow import run_connector_pipeline
+from flows.run_records import get_run
+from tests.awkward import AWKWARD_ROWS, awkward_csv
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+def _rows(url: str, schema: str, table: str, order_by: str = "id") -> list[dict[str, Any]]:
+    query = sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
+        sql.Identifier(schema), sql.Identifier(table), sql.Identifier(order_by)
+    )
+    with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(query).fetchall()
+
+
+def _failed(connector_id: int) -> dict[str, Any]:
+    """Run a connector expected to fail; return its (closed) run record."""
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    result = caught.value.result
+    assert result["status"] == "failed"
+    record = get_run(result["run_id"])
+    assert record is not None
+    assert record["status"] == "failed" and record["finished_at"] is not None
+    assert record["log_summary"] == result["log_summary"]
+    return record
+
+
+def test_folder_of_csvs_lands_in_postgres_with_values_intact(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str, config_store: str
+) -> None:
+    awkward_csv(incoming / "Visit Notes.csv")
+    awkward_csv(incoming / "second.csv", rows=AWKWARD_ROWS[:2])
+    (incoming / "ignored.txt").write_text("not a csv")
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv"}, "postgres", {**warehouse, "schema": schema_name}
+    )
+
+    result = run_connector_pipeline(connector_id)
+
+    assert result["status"] == "success"
+    assert result["rows_ingested"] == len(AWKWARD_ROWS) + 2
+    rows = _rows(config_store, schema_name, "visit_notes")  # file stem, normalised by dlt
+    assert [r["id"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[1]["note"] == 'says "hello", then leaves'
+    assert rows[2]["note"] == "line one\nline two" and rows[2]["name"] == "李小龙"
+    assert rows[3]["name"] is None and rows[3]["amount"] is None and rows[3]["seen_at"] is None
+    assert rows[1]["seen_at"] == datetime(2024, 3, 1, 21, 59, 59, tzinfo=UTC)  # +02:00 kept as the same instant
+    assert Decimal(str(rows[2]["amount"])) == Decimal("1000000.25")
+    assert [r["flag"] for r in rows] == [True, False, None, True, False]
+    assert len(_rows(config_store, schema_name, "second")) == 2
+
+    record = get_run(result["run_id"])
+    assert record is not None
+    assert (record["status"], record["rows_ingested"]) == ("success", 7)
+    assert record["prefect_flow_run_id"] == result["prefect_flow_run_id"] is not None
+    assert "loaded 7 rows from 2 file(s)" in record["log_summary"]
+    metrics = record["metrics"]
+    assert metrics["row_counts"] == {"visit_notes": 5, "second": 2}
+    assert metrics["pipeline_name"] == f"connector_{connector_id}"
+    assert metrics["load_files"] >= 2 and metrics["load_bytes"] > 0
+    assert set(metrics["durations_s"]) >= {"extract", "normalize", "load"}
+    assert sorted((f["table"], f["rows"], f["status"]) for f in metrics["files"]) == [
+        ("second", 2, "loaded"), ("visit_notes", 5, "loaded")
+    ]
+
+
+def test_table_name_and_replace_put_every_file_in_one_table(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str, config_store: str
+) -> None:
+    awkward_csv(incoming / "a.csv", rows=AWKWARD_ROWS[:3])
+    awkward_csv(incoming / "b.csv", rows=AWKWARD_ROWS[3:])
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+        "postgres", {**warehouse, "schema": schema_name, "table_name": "visits", "write_disposition": "replace"},
+    )
+    first = run_connector_pipeline(connector_id)
+    second = run_connector_pipeline(connector_id)
+    assert first["rows_ingested"] == second["rows_ingested"] == 5
+    assert len(_rows(config_store, schema_name, "visits")) == 5  # replaced, not doubled
+
+
+def test_explicit_prefect_flow_run_id_is_stored(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str
+) -> None:
+    awkward_csv(incoming / "one.csv", rows=AWKWARD_ROWS[:1])
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv"}, "postgres", {**warehouse, "schema": schema_name}
+    )
+    result = run_connector_pipeline(connector_id, prefect_flow_run_id="backend-run-77")
+    record = get_run(result["run_id"])
+    assert record is not None and record["prefect_flow_run_id"] == "backend-run-77"
+
+
+def test_no_matching_files_is_a_successful_empty_run(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str
+) -> None:
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv"}, "postgres", {**warehouse, "schema": schema_name}
+    )
+    result = run_connector_pipeline(connector_id)
+    assert (result["status"], result["rows_ingested"]) == ("success", 0)
+    assert "no files matched `*.csv`" in result["log_summary"]
+
+
+def test_malformed_csv_fails_the_run_naming_the_file(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str
+) -> None:
+    (incoming / "broken.csv").write_text("id,name\n1,a\n2,b,extra\n")
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv"}, "postgres", {**warehouse, "schema": schema_name}
+    )
+    record = _failed(connector_id)
+    assert "broken.csv" in record["log_summary"]
+    assert "Expected 2 columns, got 3" in record["log_summary"]
+
+
+def test_bad_config_fails_the_run_with_the_field_in_the_summary(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path
+) -> None:
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)}, "postgres", {**warehouse, "port": "abc"}
+    )
+    record = _failed(connector_id)
+    assert record["log_summary"] == f"connector {connector_id}: destination `port` must be an integer, got `'abc'`"
+
+
+def test_unreachable_destination_fails_without_leaking_its_password(
+    make_connector: Callable[..., int], incoming: Path
+) -> None:
+    awkward_csv(incoming / "one.csv", rows=AWKWARD_ROWS[:1])
+    secret = "Sup3r-S3cret-pw"
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+        "postgres", {"host": "127.0.0.1", "port": 1, "database": "nowhere", "username": "u", "password": secret},
+    )
+    record = _failed(connector_id)
+    assert "load" in record["log_summary"] or "connect" in record["log_summary"].lower()
+    assert secret not in record["log_summary"]
+    assert secret not in str(record["metrics"])
+
+
+def test_unsupported_pair_fails_listing_the_supported_paths(
+    make_connector: Callable[..., int], incoming: Path
+) -> None:
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)}, "rest_api", {"url": "http://127.0.0.1:9/upload"}
+    )
+    record = _failed(connector_id)
+    assert "no data path from source `filesystem` to destination `rest_api`" in record["log_summary"]
+    assert "filesystem -> postgres" in record["log_summary"]
+
+
+def test_a_crash_inside_the_data_path_still_closes_the_record(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(connector: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(data_paths.DATA_PATHS, ("filesystem", "postgres"), crash)
+    connector_id = make_connector("filesystem", {"path": str(incoming)}, "postgres", warehouse)
+    record = _failed(connector_id)
+    assert "RuntimeError: disk on fire" in record["log_summary"]
+
+
+def test_unknown_connector_still_gets_a_failed_record(config_store: str) -> None:
+    record = _failed(987654)
+    assert record["connector_id"] == 987654
+    assert record["log_summary"] == "connector 987654 not found"
