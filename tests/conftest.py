@@ -90,3 +90,16 @@ def incoming(tmp_path: Path) -> Path:
     folder = tmp_path / "incoming"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def fresh_db(server_url: str) -> Iterator[str]:
+    """An empty database on the test server, dropped afterwards."""
+    name = f"cai_fresh_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

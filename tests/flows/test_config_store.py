@@ -40,22 +40,6 @@ SOURCE_CODES = {"sql_database", "postgres", "database", "filesystem", "s3", "min
 DESTINATION_CODES = {"postgres", "s3", "minio", "sftp", "truenas", "nfs", "filesystem", "local", "rest_api"}
 
 
-@pytest.fixture
-def fresh_db(server_url: str) -> str:
-    """An empty database on the test server, dropped afterwards."""
-    import uuid
-    from urllib.parse import urlsplit, urlunsplit
-
-    name = f"cai_schema_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _columns(url: str, table: str) -> dict[str, str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(

@@ -1,0 +1,96 @@
+"""The `cai` console script, run as a user runs it: a subprocess through its installed entry point."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.awkward import AWKWARD_ROWS, awkward_csv
+
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
+
+CAI = shutil.which("cai") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "cai")
+
+
+@pytest.fixture
+def cai(config_store: str, prefect_api: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `cai ARGS` against the session's config store and Prefect server."""
+
+    def run(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DATABASE_URL": database_url or config_store, "PREFECT_API_URL": prefect_api,
+               "COLUMNS": "250", "NO_COLOR": "1"}
+        return subprocess.run([CAI, *args], env=env, capture_output=True, text=True, timeout=240, check=False)
+
+    return run
+
+
+def test_init_db_creates_then_reports_current(cai: Callable[..., Any], fresh_db: str) -> None:
+    first = cai("init-db", database_url=fresh_db)
+    second = cai("init-db", database_url=fresh_db)
+    assert first.returncode == 0, first.stderr
+    assert "applied 001_config_store" in first.stdout
+    assert second.returncode == 0 and "schema already current" in second.stdout
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM cai_schema_migrations").fetchone() == (1,)
+
+
+def test_run_exit_codes_runs_and_connectors_tables(
+    cai: Callable[..., Any], make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path,
+    schema_name: str,
+) -> None:
+    awkward_csv(incoming / "visits.csv")
+    good = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+                          "postgres", {**warehouse, "schema": schema_name}, name="cli good")
+    bad = make_connector("filesystem", {"path": str(incoming)}, "postgres", {**warehouse, "port": "abc"},
+                         name="cli bad")
+
+    ok = cai("run", str(good))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "success run" in ok.stdout and f"{len(AWKWARD_ROWS)} rows" in ok.stdout
+    assert "dlt pipeline --pipelines-dir" in ok.stdout and f"connector_{good} trace" in ok.stdout
+
+    failed = cai("run", str(bad))
+    assert failed.returncode == 1
+    assert "failed run" in failed.stdout and "destination `port` must be an integer" in failed.stdout
+
+    runs = cai("runs", "--connector", str(bad), "--limit", "5")
+    assert runs.returncode == 0
+    assert "failed" in runs.stdout and "success" not in runs.stdout
+
+    listing = cai("connectors")
+    assert listing.returncode == 0
+    line = next(row for row in listing.stdout.splitlines() if "cli good source" in row)
+    assert "filesystem" in line and "postgres" in line
+
+
+def test_dlt_pipeline_command_reads_the_run(
+    cai: Callable[..., Any], make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path,
+    schema_name: str,
+) -> None:
+    awkward_csv(incoming / "visits.csv")
+    connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+                                  "postgres", {**warehouse, "schema": schema_name})
+    assert cai("run", str(connector_id)).returncode == 0
+    dlt_cli = Path(CAI).with_name("dlt")
+    info = subprocess.run(
+        [str(dlt_cli), "pipeline", "--pipelines-dir", os.environ["CAI_PIPELINES_DIR"], f"connector_{connector_id}",
+         "info"], capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert info.returncode == 0, info.stderr
+    assert f"connector_{connector_id}" in info.stdout and schema_name in info.stdout
+
+
+def test_demo_loads_the_sample_into_the_configured_database(cai: Callable[..., Any], config_store: str) -> None:
+    demo = cai("demo", "--patients", "25")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "success run" in demo.stdout
+    with psycopg.connect(config_store) as conn:
+        patients = conn.execute("SELECT count(*) FROM clinical_demo.patients").fetchone()
+    assert patients == (25,)
