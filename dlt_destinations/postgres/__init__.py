@@ -6,7 +6,7 @@ from dlt.common.destination import Destination
 from dlt_destinations.postgres.configuration import PostgresDestinationConfig
 
 
-def postgres(config: PostgresDestinationConfig) -> Destination:  # type: ignore[type-arg]
+def postgres(config: PostgresDestinationConfig) -> Destination:
     """dlt's postgres destination for a validated config (the DSN never leaves dlt's credentials)."""
     return dlt.destinations.postgres(credentials=config.dsn(dummy_password=True))
 

@@ -76,7 +76,7 @@ def table_name_for(file_name: str) -> str:
 def _open_reader(
     file: FileItemDict, options: CsvOptions, column_types: dict[str, pa.DataType] | None = None
 ) -> tuple[Any, pa_csv.CSVStreamingReader]:
-    compression = "enable" if file["file_name"].endswith(".gz") else "auto"
+    compression: Literal["auto", "enable"] = "enable" if file["file_name"].endswith(".gz") else "auto"
     read_options = pa_csv.ReadOptions(
         block_size=BLOCK_SIZE,
         encoding=_ENCODINGS[options.encoding],
