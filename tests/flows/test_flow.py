@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,7 +16,7 @@ from psycopg import sql
 from cai_common import ConnectorRunFailed
 from flows import data_paths
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run
+from flows.run_records import get_run, list_runs
 from tests.awkward import AWKWARD_ROWS, awkward_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -79,6 +80,26 @@ def test_folder_of_csvs_lands_in_postgres_with_values_intact(
     assert sorted((f["table"], f["rows"], f["status"]) for f in metrics["files"]) == [
         ("second", 2, "loaded"), ("visit_notes", 5, "loaded")
     ]
+
+    artifact = _latest_artifact(f"connector-{connector_id}-load")
+    assert artifact.flow_run_id is not None and str(artifact.flow_run_id) == result["prefect_flow_run_id"]
+    assert sorted((row["table"], row["rows"]) for row in json.loads(artifact.data)) == [
+        ("second", 2), ("visit_notes", 5)
+    ]
+
+
+def _latest_artifact(key: str) -> Any:
+    """The newest Prefect artifact with this key, read back through the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )
+    assert artifacts, f"no artifact {key}"
+    return artifacts[0]
 
 
 def test_table_name_and_replace_put_every_file_in_one_table(
@@ -183,3 +204,34 @@ def test_unknown_connector_still_gets_a_failed_record(config_store: str) -> None
     record = _failed(987654)
     assert record["connector_id"] == 987654
     assert record["log_summary"] == "connector 987654 not found"
+
+
+def test_recursive_glob_reaches_nested_folders(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str, config_store: str
+) -> None:
+    (incoming / "2024" / "q1").mkdir(parents=True)
+    awkward_csv(incoming / "2024" / "q1" / "visits.csv", rows=AWKWARD_ROWS[:2])
+    awkward_csv(incoming / "visits_top.csv", rows=AWKWARD_ROWS[2:])
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "**/*.csv"},
+        "postgres", {**warehouse, "schema": schema_name, "table_name": "visits"},
+    )
+    result = run_connector_pipeline(connector_id)
+    assert result["rows_ingested"] == len(AWKWARD_ROWS)
+    assert [r["id"] for r in _rows(config_store, schema_name, "visits")] == [1, 2, 3, 4, 5]
+
+
+def test_an_interrupt_still_closes_the_record_as_failed(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(connector: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(data_paths.DATA_PATHS, ("filesystem", "postgres"), interrupted)
+    connector_id = make_connector("filesystem", {"path": str(incoming)}, "postgres", warehouse)
+    with pytest.raises(BaseException) as caught:  # noqa: PT011 - Prefect may wrap the interrupt
+        run_connector_pipeline(connector_id)
+    assert not isinstance(caught.value, ConnectorRunFailed)
+    [record] = list_runs(connector_id)
+    assert (record["status"], record["log_summary"]) == ("failed", "run interrupted")
+    assert record["finished_at"] is not None
