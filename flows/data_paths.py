@@ -6,24 +6,31 @@ pipeline named `connector_<id>`; nothing here reads or writes data itself.
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dlt
+from dlt.common.exceptions import TerminalException
 from dlt.pipeline.pipeline import Pipeline
 
 from cai_common import UnsupportedPathError
 from dlt_destinations.postgres import PostgresDestinationConfig, postgres
 from dlt_sources.filesystem import (
+    LEDGER_KEY,
+    RESOURCE_NAME,
+    FileReport,
     FilesystemSourceConfig,
     ReadReport,
     S3SourceConfig,
     csv_tables,
     open_filesystem,
 )
+from dlt_sources.filesystem.staging import Progress
 from flows.connector_config import ConnectorConfig
 from flows.embedded import data_dir
 from flows.metrics import load_metrics
@@ -43,22 +50,58 @@ def pipelines_dir() -> Path:
     return Path(os.environ.get("CAI_PIPELINES_DIR") or data_dir() / "pipelines")
 
 
-def connector_pipeline(connector: ConnectorConfig, destination: Any, dataset_name: str) -> Pipeline:
-    """The dlt pipeline of one connector; `dlt pipeline --pipelines-dir DIR connector_<id> info` reads it."""
-    return dlt.pipeline(
-        pipeline_name=f"connector_{connector.connector_id}",
-        pipelines_dir=str(pipelines_dir()),
-        destination=destination,
-        dataset_name=dataset_name,
-    )
-
-
 def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     """CSV files in a folder or S3 prefix -> tables in a PostgreSQL schema (one table per file stem)."""
     source = connector.source
     target = connector.destination
     assert isinstance(source, FilesystemSourceConfig | S3SourceConfig)
     assert isinstance(target, PostgresDestinationConfig)
+    return load_csv_files(f"connector_{connector.connector_id}", source, target)
+
+
+def _ledger(state: Any) -> dict[str, Any] | None:
+    """The loaded-files ledger inside a pipeline state, wherever dlt keeps the resource's state."""
+    for source_state in (state.get("sources") or {}).values():
+        resource_state = (source_state.get("resources") or {}).get(RESOURCE_NAME)
+        if resource_state is not None:
+            return resource_state.setdefault(LEDGER_KEY, {})
+    return None
+
+
+class BadFilesError(TerminalException):
+    """Files that failed to load (the run's other files did load); each is listed with its error."""
+
+    def __init__(self, failures: list[FileReport]) -> None:
+        self.failures = failures
+        listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
+        super().__init__(f"{len(failures)} file(s) failed to load: {listed}")
+
+
+def load_csv_files(
+    pipeline_name: str,
+    source: FilesystemSourceConfig | S3SourceConfig,
+    target: PostgresDestinationConfig,
+    progress: Progress | None = None,
+) -> PathOutcome:
+    """Load the new or changed CSV files of a source into PostgreSQL with one dlt pipeline.
+
+    A file whose COPY fails (a value PostgreSQL rejects) is taken out of the loaded-files ledger again
+    so the next run retries it; with ``on_bad_file: fail`` the run then fails listing the files.
+    """
+    encoding = "utf-8" if source.encoding == "utf-8-sig" else source.encoding
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name,
+        pipelines_dir=str(pipelines_dir()),
+        destination=postgres(target, delimiter=source.delimiter, encoding=encoding),
+        dataset_name=target.schema_name,
+    )
+    pipeline.sync_destination()  # a worker that never ran this connector starts from the destination's state
+    before = copy.deepcopy(_ledger(pipeline.state) or {})
+    if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
+        pipeline.normalize()
+        pipeline.load(raise_on_failed_jobs=True)
+    stage_dir = Path(pipeline.working_dir) / "staged_csv"
+    shutil.rmtree(stage_dir, ignore_errors=True)
     report = ReadReport()
     resource = csv_tables(
         source.bucket_url(),
@@ -67,21 +110,75 @@ def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
         options=source,
         report=report,
         table_name=target.table_name,
+        stage_dir=stage_dir,
+        full_refresh=source.full_refresh,
+        on_bad_file=source.on_bad_file,
+        progress=progress,
     )
-    resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
-    pipeline = connector_pipeline(connector, postgres(target), target.schema_name)
-    load_info = pipeline.run(resource)
-    metrics = load_metrics(pipeline, load_info)
+    disposition = "replace" if source.full_refresh else target.write_disposition
+    resource.apply_hints(write_disposition=disposition, primary_key=target.primary_key)
+    try:
+        extract_info = pipeline.extract(resource)
+        normalize_info = pipeline.normalize()
+        load_info = pipeline.load(raise_on_failed_jobs=False)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    failed_tables = {job["table"]: job["error"] for job in metrics["failed_jobs"]}
+    if failed_tables:
+        _unledger(pipeline, report.files_of(set(failed_tables)), before)
+        for entry in report.files_of(set(failed_tables)):
+            entry.status = "skipped" if source.on_bad_file == "skip" else "failed"
+            entry.error, entry.rows = _copy_error(failed_tables[entry.table]), 0
     metrics["files"] = [f.as_dict() for f in report.files]
+    metrics["files_unchanged"] = report.unchanged
+    # Imported files skip dlt's normalize step, whose counts would read 0: count from the files.
+    metrics["row_counts"] = report.rows_by_table()
+    bad = [f for f in report.files if f.status != "loaded"]
+    if bad and source.on_bad_file == "fail":
+        raise BadFilesError(bad)
+    return PathOutcome(rows=report.rows, summary=_summary(source, target, report, disposition), metrics=metrics)
+
+
+def _unledger(pipeline: Pipeline, files: list[FileReport], before: dict[str, Any]) -> None:
+    """Put these files' ledger entries back as they were before the run, so the next run retries them."""
+    with pipeline.managed_state(extract_state=True) as state:
+        ledger = _ledger(state)
+        if ledger is None:
+            return
+        for entry in files:
+            if entry.file_url in before:
+                ledger[entry.file_url] = before[entry.file_url]
+            else:
+                ledger.pop(entry.file_url, None)
+
+
+def _copy_error(message: str) -> str:
+    """PostgreSQL's own words from a failed COPY job (dlt wraps them in a long message)."""
+    for marker in ("psycopg2.errors.", "DatabaseTerminalException: "):
+        if marker in message:
+            message = message.split(marker, 1)[1]
+    return " ".join(message.split())[:500]
+
+
+def _summary(
+    source: FilesystemSourceConfig | S3SourceConfig, target: PostgresDestinationConfig, report: ReadReport,
+    disposition: str,
+) -> str:
+    loaded = [f for f in report.files if f.status == "loaded"]
+    skipped = [f for f in report.files if f.status == "skipped"]
     if not report.files:
-        summary = f"no files matched `{source.file_pattern}` under `{source.bucket_url()}`; nothing loaded"
-    else:
-        tables = ", ".join(f"{t} ({n})" for t, n in sorted(metrics["row_counts"].items()))
-        summary = (
-            f"loaded {report.rows} rows from {len(report.files)} file(s) into "
-            f"`{target.schema_name}` ({target.write_disposition}): {tables}"
-        )
-    return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
+        where = f"`{source.file_pattern}` under `{source.bucket_url()}`"
+        if report.unchanged:
+            return f"no new or changed files: {report.unchanged} file(s) matching {where} already loaded"
+        return f"no files matched {where}; nothing loaded"
+    text = (f"loaded {report.rows} rows from {len(loaded)} file(s) into `{target.schema_name}` ({disposition}): "
+            + ", ".join(f"{t} ({n})" for t, n in sorted(report.rows_by_table().items())))
+    if report.unchanged:
+        text += f"; {report.unchanged} unchanged file(s) not read again"
+    if skipped:
+        text += "; skipped: " + "; ".join(f"`{f.file_url}`: {f.error}" for f in skipped)
+    return text
 
 
 DATA_PATHS: dict[tuple[str, str], Callable[[ConnectorConfig], PathOutcome]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlt.common.pipeline import LoadInfo
+from dlt.common.pipeline import ExtractInfo, LoadInfo, NormalizeInfo
 from dlt.pipeline.pipeline import Pipeline
 
 
@@ -12,34 +12,38 @@ def _is_data_table(name: str) -> bool:
     return not name.startswith("_dlt")
 
 
-def load_metrics(pipeline: Pipeline, load_info: LoadInfo | None) -> dict[str, Any]:
-    """Rows per table, load files, bytes and step durations of the pipeline's last run.
+def load_metrics(
+    pipeline: Pipeline,
+    extract_info: ExtractInfo | None,
+    normalize_info: NormalizeInfo | None,
+    load_info: LoadInfo | None,
+) -> dict[str, Any]:
+    """Rows per table, load files, bytes and step durations of one extract -> normalize -> load.
 
     Row counts come from the normalize step of *this* run's load packages, so they never include
     rows from earlier runs that share the pipeline directory.
     """
-    trace = pipeline.last_trace
     durations = {
-        step.step: round((step.finished_at - step.started_at).total_seconds(), 3)
-        for step in (trace.steps if trace else [])
-        if step.finished_at and step.started_at
+        name: round((info.finished_at - info.started_at).total_seconds(), 3)
+        for name, info in (("extract", extract_info), ("normalize", normalize_info), ("load", load_info))
+        if info is not None and info.started_at and info.finished_at
     }
     row_counts: dict[str, int] = {}
-    normalize_info = trace.last_normalize_info if trace else None
     if normalize_info is not None:
         for table, count in normalize_info.row_counts.items():
             if _is_data_table(table):
                 row_counts[table] = row_counts.get(table, 0) + int(count)
     files = 0
     size = 0
-    failed_jobs = 0
+    failed: list[dict[str, str]] = []
     for package in load_info.load_packages if load_info else []:
         for state, jobs in package.jobs.items():
             for job in jobs:
-                if not _is_data_table(job.job_file_info.table_name):
+                table = job.job_file_info.table_name
+                if not _is_data_table(table):
                     continue
                 if state == "failed_jobs":
-                    failed_jobs += 1
+                    failed.append({"table": table, "error": str(job.failed_message or "")})
                 elif state == "completed_jobs":
                     files += 1
                     size += int(job.file_size)
@@ -52,7 +56,7 @@ def load_metrics(pipeline: Pipeline, load_info: LoadInfo | None) -> dict[str, An
         "row_counts": row_counts,
         "load_files": files,
         "load_bytes": size,
-        "failed_jobs": failed_jobs,
+        "failed_jobs": failed,
         "durations_s": durations,
     }
 

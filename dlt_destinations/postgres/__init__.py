@@ -2,13 +2,23 @@
 
 import dlt
 from dlt.common.destination import Destination
+from dlt.common.destination.configuration import CsvFormatConfiguration
 
 from dlt_destinations.postgres.configuration import PostgresDestinationConfig
 
 
-def postgres(config: PostgresDestinationConfig) -> Destination:
-    """dlt's postgres destination for a validated config (the DSN never leaves dlt's credentials)."""
-    return dlt.destinations.postgres(credentials=config.dsn(dummy_password=True))
+def postgres(
+    config: PostgresDestinationConfig, *, delimiter: str = ",", encoding: str = "utf-8"
+) -> Destination:
+    """dlt's postgres destination for a validated config (the DSN never leaves dlt's credentials).
+
+    Args:
+        config: the destination config.
+        delimiter: field separator of CSV load files that COPY reads (imported source files keep theirs).
+        encoding: encoding of those files, passed to COPY's ENCODING option.
+    """
+    csv_format = CsvFormatConfiguration(delimiter=delimiter, encoding=encoding, include_header=True)
+    return dlt.destinations.postgres(credentials=config.dsn(dummy_password=True), csv_format=csv_format)
 
 
 __all__ = ["PostgresDestinationConfig", "postgres"]

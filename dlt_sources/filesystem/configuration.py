@@ -17,11 +17,21 @@ class CsvOptions(BaseConfig):
     encoding: Literal["utf-8", "utf-8-sig", "latin-1"] = Field("utf-8", description="text encoding")
     header: bool = Field(True, description="first line holds the column names")
     null_values: list[str] = Field(
-        default_factory=lambda: ["", "NULL", "null"], description="strings read as NULL"
+        default_factory=lambda: [""],
+        description="strings read as NULL; only the default (empty field) allows the COPY fast path",
     )
 
 
-class FilesystemSourceConfig(CsvOptions):
+class FileSourceOptions(CsvOptions):
+    """How a file source decides what to load and what to do with a bad file."""
+
+    full_refresh: bool = Field(False, description="reload every matching file, replacing the tables")
+    on_bad_file: Literal["fail", "skip"] = Field(
+        "fail", description="a malformed file fails the run, or is skipped and listed"
+    )
+
+
+class FilesystemSourceConfig(FileSourceOptions):
     """Files in a local or NFS-mounted folder."""
 
     path: str = Field(..., min_length=1, description="folder to read, e.g. /mnt/data/incoming")
@@ -32,7 +42,7 @@ class FilesystemSourceConfig(CsvOptions):
         return self.path if "://" in self.path else "file://" + self.path
 
 
-class S3SourceConfig(CsvOptions, S3Credentials):
+class S3SourceConfig(FileSourceOptions, S3Credentials):
     """Objects under a prefix of an S3/MinIO bucket."""
 
     bucket: str = Field(..., min_length=1, description="bucket name")

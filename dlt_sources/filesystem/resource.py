@@ -1,0 +1,163 @@
+"""The CSV files resource: lists files with dlt's filesystem resource and loads the new or changed ones.
+
+Which files were loaded is kept in dlt's resource state (file URL -> modification date and size), so
+a re-run reads only new or changed files and the state travels with the load package to the
+destination. Each file goes by the fast path (streamed into the load package for COPY, see
+`staging`) when PostgreSQL can read its dialect, otherwise as Arrow batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dlt
+from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
+from dlt.common.schema.utils import new_table
+from dlt.common.storages.fsspec_filesystem import FileItemDict
+from dlt.extract.resource import DltResource
+from dlt.sources.filesystem import filesystem
+from fsspec import AbstractFileSystem
+
+from dlt_sources.filesystem.configuration import CsvOptions
+from dlt_sources.filesystem.readers import CsvFileError, TableTypes, read_csv_batches, table_name_for
+from dlt_sources.filesystem.staging import Progress, stage_csv, supports_fast_path
+
+LEDGER_KEY = "files"
+"""Resource-state key of the ledger of loaded files."""
+
+RESOURCE_NAME = "csv_rows"
+
+
+@dataclass
+class FileReport:
+    """What happened to one source file in a run; lands in the run's metrics."""
+
+    file_url: str
+    table: str
+    size_bytes: int | None
+    rows: int = 0
+    status: Literal["loaded", "failed", "skipped"] = "loaded"
+    error: str | None = None
+    path: Literal["copy", "arrow"] = "copy"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON metrics."""
+        return asdict(self)
+
+
+@dataclass
+class ReadReport:
+    """Per-file reports of one extraction, filled while dlt pulls the resource."""
+
+    files: list[FileReport] = field(default_factory=list)
+    unchanged: int = 0
+    stamps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the files that loaded."""
+        return sum(f.rows for f in self.files if f.status == "loaded")
+
+    def rows_by_table(self) -> dict[str, int]:
+        """Rows loaded into each table."""
+        tables: dict[str, int] = {}
+        for f in self.files:
+            if f.status == "loaded":
+                tables[f.table] = tables.get(f.table, 0) + f.rows
+        return tables
+
+    def files_of(self, tables: set[str]) -> list[FileReport]:
+        """Reports of the files that fed any of these tables."""
+        return [f for f in self.files if f.table in tables]
+
+
+def _stamp(file: FileItemDict) -> dict[str, Any]:
+    """What identifies a file's version: modification date and size."""
+    return {"modified": str(file["modification_date"]), "size": file["size_in_bytes"]}
+
+
+def csv_tables(
+    bucket_url: str,
+    file_glob: str,
+    *,
+    fs: AbstractFileSystem,
+    options: CsvOptions,
+    report: ReadReport,
+    table_name: str | None = None,
+    stage_dir: Path | None = None,
+    full_refresh: bool = False,
+    on_bad_file: Literal["fail", "skip"] = "fail",
+    progress: Progress | None = None,
+) -> DltResource:
+    """A dlt resource loading every new or changed CSV file, one table per file stem.
+
+    Args:
+        bucket_url: folder or prefix URL (``file:///data``, ``s3://bucket/prefix``).
+        file_glob: glob relative to ``bucket_url``; ``**`` recurses.
+        fs: the fsspec filesystem to list and read with (carries the credentials).
+        options: CSV parsing options.
+        report: filled with one FileReport per file as the resource is consumed.
+        table_name: load every file into this table instead of one per stem.
+        stage_dir: where files are staged for the COPY fast path (same filesystem as the pipeline,
+            so dlt can hard-link them); None reads every file as Arrow batches.
+        full_refresh: ignore the ledger and read every matching file.
+        on_bad_file: ``fail`` stops the run at a malformed file; ``skip`` lists it and goes on.
+        progress: called with source bytes read, for progress bars.
+    """
+    listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
+    types = TableTypes()
+    fast = stage_dir is not None and supports_fast_path(options)
+
+    def staged(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
+        assert stage_dir is not None
+        csv_file = stage_csv(file, options, stage_dir, progress)
+        schema = dlt.current.source_schema()
+        table = schema.naming.normalize_table_identifier(table)
+        existing = set(schema.get_table_columns(table)) if table in schema.tables else set()
+        aligned = types.align_schema(table, csv_file.schema)
+        new_columns = [c for c in py_arrow_to_table_schema_columns(aligned).values() if c["name"] not in existing]
+        if new_columns:
+            # Declared on the live schema, table by table: hints passed with the imported file would
+            # merge into the resource and so into every other file's table.
+            schema.update_table(new_table(table, columns=new_columns))
+        entry.rows = csv_file.rows
+        yield dlt.mark.with_file_import(
+            str(csv_file.path), "csv", csv_file.rows, hints=dlt.mark.make_hints(table_name=table)
+        )
+
+    def batches(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
+        entry.path = "arrow"
+        if on_bad_file == "skip":  # read it once before yielding anything: a bad file adds no rows
+            for _ in read_csv_batches(file, options):
+                pass
+        for batch in read_csv_batches(file, options):
+            batch = types.align(table, batch, file["file_url"])
+            entry.rows += batch.num_rows
+            if progress:
+                progress(batch.nbytes)
+            yield dlt.mark.with_table_name(batch, table)
+
+    def csv_rows(files: list[FileItemDict]) -> Iterator[Any]:
+        ledger: dict[str, Any] = dlt.current.resource_state().setdefault(LEDGER_KEY, {})
+        for file in files:
+            stamp = _stamp(file)
+            if not full_refresh and ledger.get(file["file_url"]) == stamp:
+                report.unchanged += 1
+                continue
+            table = table_name or table_name_for(file["file_name"])
+            entry = FileReport(file_url=file["file_url"], table=table, size_bytes=file.get("size_in_bytes"))
+            report.files.append(entry)
+            try:
+                yield from (staged if fast else batches)(file, table, entry)
+            except CsvFileError as exc:
+                entry.status, entry.error = ("skipped" if on_bad_file == "skip" else "failed"), exc.problem
+                entry.rows = 0
+                if on_bad_file == "fail":
+                    raise
+                continue
+            report.stamps[file["file_url"]] = ledger[file["file_url"]] = stamp
+
+    return listing | dlt.transformer(name=RESOURCE_NAME)(csv_rows)

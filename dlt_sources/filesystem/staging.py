@@ -1,0 +1,160 @@
+"""The fast path for CSV -> PostgreSQL: a source file becomes a dlt load file that COPY reads as is.
+
+The file is streamed (never held in memory) into the pipeline's working folder with its header line
+rewritten to the column names dlt will use; one cheap pyarrow pass then validates its structure,
+counts its records and infers column types from the first block. dlt imports the file into the load
+package (`dlt.mark.with_file_import`) and its postgres destination runs `COPY ... FROM STDIN`, so
+PostgreSQL parses the values: no Python code touches them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
+from dlt.common.storages.fsspec_filesystem import FileItemDict
+
+from dlt_sources.filesystem.configuration import CsvOptions
+from dlt_sources.filesystem.readers import ENCODINGS, CsvFileError, open_source
+
+# Bytes per read while streaming a file into the load package: large enough for full disk speed,
+# small enough that memory stays flat whatever the file size.
+COPY_CHUNK = 8 * 1024 * 1024
+# pyarrow block size for the validation pass: measured on a 315 MB file, 1 MB blocks took 0.7 s and
+# 107 MB peak RSS; 8 MB blocks took 1.1-1.2 s and 335-391 MB (the streaming reader keeps blocks alive).
+VALIDATE_BLOCK = 1024 * 1024
+
+_NAMING = SnakeCaseNaming()
+
+Progress = Callable[[int], None]
+"""Called with the number of source bytes just copied."""
+
+
+@dataclass(frozen=True)
+class StagedCsv:
+    """A source file ready for import: a local CSV with dlt's column names, its rows and Arrow schema."""
+
+    path: Path
+    rows: int
+    schema: pa.Schema
+
+
+def supports_fast_path(options: CsvOptions) -> bool:
+    """Whether COPY can read files with these options exactly as pyarrow would.
+
+    COPY's CSV mode takes `"` quotes and reads only empty fields as NULL; other quote characters or
+    NULL markers go through the Arrow path instead.
+    """
+    return options.quote_char == '"' and set(options.null_values) <= {""}
+
+
+def column_names(header: list[str] | None, width: int) -> list[str]:
+    """dlt's names for a file's columns: its header normalised (made unique), or column_1..N."""
+    raw = header if header is not None else [f"column_{i + 1}" for i in range(width)]
+    names: list[str] = []
+    for index, name in enumerate(raw):
+        base = _NAMING.normalize_identifier(name.strip() or f"column_{index + 1}")
+        candidate, suffix = base, 2
+        while candidate in names:
+            candidate, suffix = f"{base}_{suffix}", suffix + 1
+        names.append(candidate)
+    return names
+
+
+def stage_csv(file: FileItemDict, options: CsvOptions, folder: Path, progress: Progress | None = None) -> StagedCsv:
+    """Stream one source CSV into ``folder`` as a load file and validate it.
+
+    Raises:
+        CsvFileError: empty file, undecodable header, or a record with the wrong number of fields
+            (the message names the line).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{uuid.uuid4().hex}.csv"
+    encoding = ENCODINGS[options.encoding]
+    with open_source(file) as source, open(target, "wb") as out:
+        first = source.readline()
+        if progress:
+            progress(len(first))
+        if not first.strip():
+            raise CsvFileError(file["file_url"], "is empty (no header row)")
+        if first.startswith(codecs.BOM_UTF8):
+            first = first[len(codecs.BOM_UTF8):]
+        try:
+            fields = next(csv.reader([first.decode(encoding)], delimiter=options.delimiter,
+                                     quotechar=options.quote_char))
+        except UnicodeDecodeError as exc:
+            raise CsvFileError(file["file_url"], f"line 1 is not valid {options.encoding}: {exc.reason}") from exc
+        names = column_names(fields if options.header else None, len(fields))
+        out.write((options.delimiter.join(names) + "\n").encode(encoding))
+        if not options.header:
+            out.write(first)
+        while chunk := source.read(COPY_CHUNK):
+            out.write(chunk)
+            if progress:
+                progress(len(chunk))
+    try:
+        rows, schema = _validate(target, file["file_url"], options, names)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return StagedCsv(path=target, rows=rows, schema=schema)
+
+
+def _validate(path: Path, file_url: str, options: CsvOptions, names: list[str]) -> tuple[int, pa.Schema]:
+    """Count records and check each has as many fields as the header; infer types from the first block."""
+    read_options = pa_csv.ReadOptions(block_size=VALIDATE_BLOCK, encoding=ENCODINGS[options.encoding],
+                                      use_threads=False)
+    bad_rows: list[str] = []
+
+    def on_invalid(row: pa_csv.InvalidRow) -> str:
+        bad_rows.append(row.text)
+        return "error"
+
+    parse_options = pa_csv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote_char,
+                                        newlines_in_values=True, invalid_row_handler=on_invalid)
+    try:
+        typed = pa_csv.open_csv(path, read_options=read_options, parse_options=parse_options,
+                                convert_options=pa_csv.ConvertOptions(null_values=options.null_values,
+                                                                      strings_can_be_null=True))
+        schema = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in typed.schema])
+        # Only the first column is converted (as text, which cannot fail): this pass checks structure.
+        counting = pa_csv.open_csv(
+            path, read_options=read_options, parse_options=parse_options,
+            convert_options=pa_csv.ConvertOptions(include_columns=[names[0]], column_types={names[0]: pa.string()}),
+        )
+        rows = sum(batch.num_rows for batch in counting)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if bad_rows:
+            line = _line_of(path, bad_rows[0])
+            where = f"line {line}" if line else "a record"
+            raise CsvFileError(file_url, f"{where} has the wrong number of fields: "
+                                         f"{str(exc).split(': ', 2)[-1][:200]}") from exc
+        raise CsvFileError(file_url, str(exc).replace("\n", " ")) from exc
+    return rows, schema
+
+
+def _line_of(path: Path, text: str) -> int | None:
+    """1-based line (the header is line 1) where the record starting with ``text`` begins."""
+    needle = b"\n" + text.split("\n", 1)[0].encode("utf-8", errors="ignore")[:200]
+    with open(path, "rb") as f:
+        line = 1  # line number at the start of `data`
+        data = f.read(0)
+        while chunk := f.read(COPY_CHUNK):
+            data += chunk
+            at = data.find(needle)
+            if at >= 0:
+                return line + data.count(b"\n", 0, at) + 1
+            keep = max(0, len(data) - len(needle))
+            line += data.count(b"\n", 0, keep)
+            data = data[keep:]
+    return None
+
+
+__all__ = ["StagedCsv", "column_names", "stage_csv", "supports_fast_path"]
