@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from dlt.common.exceptions import TerminalException
 from dlt.pipeline.pipeline import Pipeline
 
 from cai_common import UnsupportedPathError
@@ -23,6 +23,7 @@ from dlt_destinations.postgres import PostgresDestinationConfig, postgres
 from dlt_sources.filesystem import (
     LEDGER_KEY,
     RESOURCE_NAME,
+    BadFilesError,
     FileReport,
     FilesystemSourceConfig,
     ReadReport,
@@ -66,15 +67,6 @@ def _ledger(state: Any) -> dict[str, Any] | None:
         if resource_state is not None:
             return resource_state.setdefault(LEDGER_KEY, {})
     return None
-
-
-class BadFilesError(TerminalException):
-    """Files that failed to load (the run's other files did load); each is listed with its error."""
-
-    def __init__(self, failures: list[FileReport]) -> None:
-        self.failures = failures
-        listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
-        super().__init__(f"{len(failures)} file(s) failed to load: {listed}")
 
 
 def load_csv_files(
@@ -154,11 +146,17 @@ def _unledger(pipeline: Pipeline, files: list[FileReport], before: dict[str, Any
 
 
 def _copy_error(message: str) -> str:
-    """PostgreSQL's own words from a failed COPY job (dlt wraps them in a long message)."""
-    for marker in ("psycopg2.errors.", "DatabaseTerminalException: "):
-        if marker in message:
-            message = message.split(marker, 1)[1]
-    return " ".join(message.split())[:500]
+    """PostgreSQL's own words from a failed COPY job, with its line number made the file's.
+
+    dlt reads the header line itself and streams the rest to COPY, so COPY's line N is line N + 1
+    of the file.
+    """
+    marker = "DestinationTerminalException: "
+    if marker in message:
+        message = message.rsplit(marker, 1)[1]
+    message = " ".join(message.split())
+    message = re.sub(r"CONTEXT: COPY [^,]+, line (\d+)", lambda m: f"at line {int(m[1]) + 1}", message)
+    return message[:500]
 
 
 def _summary(

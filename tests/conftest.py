@@ -108,3 +108,45 @@ def fresh_db(server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API over HTTP on loopback (moto's server), for the whole session."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[dict[str, object]]:
+    """A fresh bucket: yields its name, the config credentials, and an s3fs filesystem to fill it."""
+    import s3fs
+
+    credentials = {"aws_access_key_id": "test-key", "aws_secret_access_key": "test-secret-value",
+                   "endpoint_url": s3_endpoint}
+    fs = s3fs.S3FileSystem(key="test-key", secret="test-secret-value", client_kwargs={"endpoint_url": s3_endpoint},
+                           skip_instance_cache=True)
+    bucket = f"bucket-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(bucket)
+    try:
+        yield {"bucket": bucket, "credentials": credentials, "fs": fs}
+    finally:
+        fs.rm(bucket, recursive=True)

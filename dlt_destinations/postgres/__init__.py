@@ -1,9 +1,9 @@
-"""The `postgres` destination: dlt's own postgres destination, which loads Arrow batches with COPY."""
+"""The `postgres` destination: dlt's postgres destination (COPY for CSV and Arrow), data errors terminal."""
 
-import dlt
 from dlt.common.destination import Destination
 from dlt.common.destination.configuration import CsvFormatConfiguration
 
+from dlt_destinations.postgres.client import postgres as cai_postgres
 from dlt_destinations.postgres.configuration import PostgresDestinationConfig
 
 
@@ -18,7 +18,7 @@ def postgres(
         encoding: encoding of those files, passed to COPY's ENCODING option.
     """
     csv_format = CsvFormatConfiguration(delimiter=delimiter, encoding=encoding, include_header=True)
-    return dlt.destinations.postgres(credentials=config.dsn(dummy_password=True), csv_format=csv_format)
+    return cai_postgres(credentials=config.dsn(dummy_password=True), csv_format=csv_format)
 
 
 __all__ = ["PostgresDestinationConfig", "postgres"]

@@ -2,11 +2,12 @@
 
 from dlt_sources.filesystem.client import open_filesystem
 from dlt_sources.filesystem.configuration import CsvOptions, FileSourceOptions, FilesystemSourceConfig, S3SourceConfig
-from dlt_sources.filesystem.readers import CsvFileError, read_csv_batches, table_name_for
+from dlt_sources.filesystem.readers import BadFilesError, CsvFileError, read_csv_batches, table_name_for
 from dlt_sources.filesystem.resource import LEDGER_KEY, RESOURCE_NAME, FileReport, ReadReport, csv_tables
 from dlt_sources.filesystem.staging import stage_csv, supports_fast_path
 
 __all__ = [
+    "BadFilesError",
     "LEDGER_KEY",
     "RESOURCE_NAME",
     "CsvFileError",

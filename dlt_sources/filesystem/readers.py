@@ -32,6 +32,15 @@ class CsvFileError(TerminalValueError):
         super().__init__(f"file `{file_url}`: {problem}")
 
 
+class BadFilesError(TerminalValueError):
+    """Files of a run that failed to load, each listed with its error (the run's other files loaded)."""
+
+    def __init__(self, failures: list[Any]) -> None:
+        self.failures = failures
+        listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
+        super().__init__(f"{len(failures)} file(s) failed to load: {listed}")
+
+
 def table_name_for(file_name: str) -> str:
     """Default table of a file: its name without `.csv`/`.gz`-style suffixes, in dlt's snake_case."""
     name = PurePosixPath(file_name).name
