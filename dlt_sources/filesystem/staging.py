@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def stage_csv(file: FileItemDict, options: CsvOptions, folder: Path, progress: P
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{uuid.uuid4().hex}.csv"
     encoding = ENCODINGS[options.encoding]
-    with open_source(file) as source, open(target, "wb") as out:
+    with open_source(file) as source:
         first = source.readline()
         if progress:
             progress(len(first))
@@ -92,19 +93,41 @@ def stage_csv(file: FileItemDict, options: CsvOptions, folder: Path, progress: P
         except UnicodeDecodeError as exc:
             raise CsvFileError(file["file_url"], f"line 1 is not valid {options.encoding}: {exc.reason}") from exc
         names = column_names(fields if options.header else None, len(fields))
-        out.write((options.delimiter.join(names) + "\n").encode(encoding))
-        if not options.header:
-            out.write(first)
-        while chunk := source.read(COPY_CHUNK):
-            out.write(chunk)
+        header = (options.delimiter.join(names) + "\n").encode(encoding)
+        if options.header and first == header and _link_local(file, target):
             if progress:
-                progress(len(chunk))
+                progress(max(0, int(file["size_in_bytes"] or 0) - len(first)))
+        else:
+            with open(target, "wb") as out:
+                out.write(header)
+                if not options.header:
+                    out.write(first)
+                while chunk := source.read(COPY_CHUNK):
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
     try:
         rows, schema = _validate(target, file["file_url"], options, names)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     return StagedCsv(path=target, rows=rows, schema=schema)
+
+
+def _link_local(file: FileItemDict, target: Path) -> bool:
+    """Hard-link a local, uncompressed source whose header needs no rewrite, instead of copying it.
+
+    Only the staging name is removed after the load, never the source. False (copy instead) when the
+    file is remote, compressed, or on another filesystem.
+    """
+    if file.fsspec.protocol not in ("file", ("file", "local")) or file["file_name"].endswith(".gz"):
+        return False
+    source_path = file["file_url"].removeprefix("file://")
+    try:
+        os.link(source_path, target)
+    except OSError:
+        return False
+    return True
 
 
 def _validate(path: Path, file_url: str, options: CsvOptions, names: list[str]) -> tuple[int, pa.Schema]:

@@ -1,0 +1,134 @@
+"""Benchmark: loading a large clinical CSV into PostgreSQL, against psql's \\copy in the same run.
+
+Measures, at N and 2N rows: psql `\\copy ... from` (the physical limit), dlt fed pyarrow batches
+(dlt's own Arrow -> COPY path, through this product's Arrow reader) and this product's
+`cai load-csv` (the file streamed into dlt's load package, COPY reading it). Prints throughput,
+the ratio to psql, and peak RSS of each.
+
+    .venv/bin/python bench/load_csv.py [--rows 2000000] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Measured, measure  # noqa: E402
+from make_csv import write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+DDL = """CREATE TABLE {t} (result_id bigint, patient_id bigint, encounter_id bigint, loinc_code text,
+test_name text, value double precision, unit text, reference_range text, abnormal boolean,
+collected_at timestamptz, performed_by text, specimen_id text, department text, comment text)"""
+
+ARROW_LOAD = """
+import sys, time
+from dlt_destinations.postgres import PostgresDestinationConfig
+from dlt_sources.filesystem import FilesystemSourceConfig
+from flows.data_paths import load_csv_files
+path, dsn = sys.argv[1], sys.argv[2]
+# A NULL marker COPY cannot express sends the file through the Arrow path (pyarrow batches -> dlt).
+source = FilesystemSourceConfig.parse({"path": str(__import__("pathlib").Path(path).parent),
+    "file_pattern": __import__("pathlib").Path(path).name, "null_values": ["", "NULL"], "full_refresh": True},
+    connector_id=None, side="source")
+target = PostgresDestinationConfig.parse({"connection_string": dsn, "schema": "bench_arrow",
+    "write_disposition": "replace"}, connector_id=None, side="destination")
+started = time.monotonic()
+outcome = load_csv_files("bench_arrow", source, target)
+print(f"loaded {outcome.rows} rows in {time.monotonic() - started:.2f} s")
+"""
+
+
+def with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+# Each of psql and cai runs this many times; the best run counts, so background writes (checkpoints,
+# autovacuum) left by the previous method do not decide the ratio.
+REPEATS = 2
+
+
+def checkpoint(dsn: str) -> None:
+    """Flush dirty pages so the next measurement starts from the same state as the previous one."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def best(cmd: list[str], env: dict[str, str], dsn: str, reset_psql: bool = False) -> Measured:
+    """The fastest of REPEATS runs, each after a checkpoint (and a fresh psql target table)."""
+    runs = []
+    for _ in range(REPEATS):
+        if reset_psql:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("DROP TABLE IF EXISTS bench_psql")
+                conn.execute(DDL.format(t="bench_psql"))
+        checkpoint(dsn)
+        runs.append(measure(cmd, env))
+    return min(runs, key=lambda m: load_seconds(m) or m.seconds)
+
+
+def load_seconds(measured: Measured) -> float | None:
+    """The load time a command printed ("... in 9.52 s"), i.e. without Python start-up and imports."""
+    found = re.search(r" in ([\d.]+) s", measured.stdout)
+    return float(found[1]) if found else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
+                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench"))
+    parser.add_argument("--skip-arrow", action="store_true", help="leave out the slow Arrow path")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS cai_bench WITH (FORCE)")
+        conn.execute("CREATE DATABASE cai_bench")
+    dsn = with_db(args.dsn, "cai_bench")
+    env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
+    results = []
+    for rows in (args.rows, 2 * args.rows):
+        path = args.work / f"labs_{rows}.csv"
+        if not path.exists():
+            write(path, rows)
+        mb = path.stat().st_size / 1e6
+        psql = best(["psql", dsn, "-q", "-c", f"\\copy bench_psql from '{path}' csv header"], env, dsn,
+                    reset_psql=True)
+        results.append(("psql \\copy (limit)", rows, mb, psql.seconds, None, psql.peak_rss_mb))
+        cai = best([str(BIN / "cai"), "load-csv", str(path), "--to", dsn, "--schema", "bench_cai", "--replace"],
+                   {**env, "COLUMNS": "200"}, dsn)
+        results.append(("cai load-csv (this product)", rows, mb, cai.seconds, load_seconds(cai), cai.peak_rss_mb))
+        if not args.skip_arrow:  # last: its long write burst would slow whatever runs after it
+            checkpoint(dsn)
+            arrow = measure([str(BIN / "python"), "-c", ARROW_LOAD, str(path), dsn], env)
+            results.append(("dlt Arrow batches -> COPY", rows, mb, arrow.seconds, load_seconds(arrow),
+                            arrow.peak_rss_mb))
+        with psycopg.connect(dsn) as conn:
+            counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+                      for t in ("bench_psql", f"bench_cai.labs_{rows}")]
+        assert counts == [rows, rows], f"row counts differ: {counts}"
+    print(f"\n{'method':30} {'rows':>9} {'MB':>6} {'wall s':>7} {'load s':>7} {'MB/s':>7} "
+          f"{'vs psql':>8} {'peak RSS MB':>12}")
+    psql_s = {r[1]: r[3] for r in results if r[0].startswith("psql")}
+    for name, rows, mb, wall, load, rss in results:
+        secs = load if load is not None else wall
+        print(f"{name:30} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{load:.2f}' if load else '-'):>7} "
+              f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {rss:>12.0f}")
+    print(f"\nbest of {REPEATS} runs for psql and cai. vs psql = psql time / this method's load time (in-process,"
+          " after imports); wall includes Python start-up and imports (~3 s).")
+    subprocess.run(["psql", args.dsn, "-q", "-c", "DROP DATABASE IF EXISTS cai_bench WITH (FORCE)"], check=False)
+
+
+if __name__ == "__main__":
+    main()

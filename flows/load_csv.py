@@ -1,0 +1,78 @@
+"""`cai load-csv`: CSV files (local or s3://) into PostgreSQL without a connector row."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+
+from dlt.common.storages.fsspec_filesystem import glob_files
+
+from dlt_destinations.postgres import PostgresDestinationConfig
+from dlt_sources.filesystem import FilesystemSourceConfig, S3SourceConfig, open_filesystem
+from dlt_sources.filesystem.staging import Progress
+from flows.data_paths import PathOutcome, load_csv_files
+
+_GLOB_CHARS = set("*?[")
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """Split a path or URL with an optional glob into (base folder/prefix, glob under it).
+
+    ``/data/in/*.csv`` -> (``/data/in``, ``*.csv``); ``/data/in`` (a folder) -> (``/data/in``, ``*.csv``);
+    ``s3://b/in/2024/**/*.csv`` -> (``s3://b/in/2024``, ``**/*.csv``); a single file -> (its folder, its name).
+    """
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        scheme, rest = "", location
+    parts = PurePosixPath(rest).parts
+    for index, part in enumerate(parts):
+        if _GLOB_CHARS & set(part):
+            base = str(PurePosixPath(*parts[:index])) if index else ""
+            pattern = str(PurePosixPath(*parts[index:]))
+            return (f"{scheme}://{base}" if scheme else base or "."), pattern
+    if not scheme and Path(location).is_dir():
+        return location, "*.csv"
+    if scheme and location.endswith("/"):
+        return location.rstrip("/"), "*.csv"
+    parent, name = str(PurePosixPath(rest).parent), PurePosixPath(rest).name
+    return (f"{scheme}://{parent}" if scheme else parent), name
+
+
+def source_for(location: str, replace: bool) -> FilesystemSourceConfig | S3SourceConfig:
+    """The file source config for a location; S3 credentials come from MINIO_* (or AWS_*) variables."""
+    base, pattern = split_location(location)
+    if base.startswith("s3://"):
+        bucket, _, prefix = base.removeprefix("s3://").partition("/")
+        return S3SourceConfig.parse({"bucket": bucket, "path": prefix, "file_pattern": pattern,
+                                     "full_refresh": replace}, connector_id=None, side="source")
+    if "://" in base:
+        raise ValueError(f"`{location}`: only local paths and s3:// URLs are supported")
+    return FilesystemSourceConfig.parse({"path": os.path.abspath(base), "file_pattern": pattern,
+                                         "full_refresh": replace}, connector_id=None, side="source")
+
+
+def matched_bytes(source: FilesystemSourceConfig | S3SourceConfig) -> tuple[int, int]:
+    """(files, bytes) matching the source's glob, for the progress bar."""
+    files = list(glob_files(open_filesystem(source), source.bucket_url(), source.file_pattern))
+    return len(files), sum(int(f["size_in_bytes"] or 0) for f in files)
+
+
+def load_csv(
+    location: str, dsn: str, schema: str = "public", table: str | None = None, replace: bool = False,
+    progress: Progress | None = None,
+) -> PathOutcome:
+    """Load the CSV files at ``location`` into ``schema`` of the database at ``dsn``.
+
+    Files already loaded by an earlier `load-csv` of the same location, schema and table are not read
+    again unless ``replace`` (which reloads every file and replaces the tables).
+    """
+    source = source_for(location, replace)
+    target = PostgresDestinationConfig.parse(
+        {"connection_string": dsn, "schema": schema, "table_name": table,
+         "write_disposition": "replace" if replace else "append"},
+        connector_id=None, side="destination",
+    )
+    # One pipeline (and so one loaded-files ledger) per location, schema and table.
+    key = hashlib.sha1(f"{source.bucket_url()}|{source.file_pattern}|{schema}|{table}".encode()).hexdigest()[:12]
+    return load_csv_files(f"load_csv_{key}", source, target, progress=progress)

@@ -1,0 +1,93 @@
+"""`cai load-csv`: analysts' one-liner, local folders and s3:// globs, through the console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from flows.load_csv import split_location
+from tests.awkward import AWKWARD_ROWS, awkward_csv
+from tests.flows.test_cli import CAI
+
+pytestmark = [pytest.mark.cli, pytest.mark.slow]
+
+
+def _cai(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CAI, *args], env={**os.environ, "COLUMNS": "250", "NO_COLOR": "1", **(env or {})},
+                          capture_output=True, text=True, timeout=240, check=False)
+
+
+def _count(url: str, schema: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/data/in/*.csv", ("/data/in", "*.csv")),
+        ("s3://bucket/in/2024/**/*.csv", ("s3://bucket/in/2024", "**/*.csv")),
+        ("s3://bucket/in/", ("s3://bucket/in", "*.csv")),
+        ("/data/in/labs.csv.gz", ("/data/in", "labs.csv.gz")),
+    ],
+)
+def test_split_location(location: str, expected: tuple[str, str]) -> None:
+    assert split_location(location) == expected
+
+
+def test_local_glob_loads_then_reruns_load_nothing_and_replace_reloads(
+    config_store: str, tmp_path: Path, schema_name: str
+) -> None:
+    awkward_csv(tmp_path / "visits.csv")
+    awkward_csv(tmp_path / "labs.csv", rows=AWKWARD_ROWS[:2])
+    first = _cai("load-csv", f"{tmp_path}/*.csv", "--to", config_store, "--schema", schema_name)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "loaded 7 rows from 2 file(s)" in first.stdout
+    assert "visits.csv" in first.stdout and "loaded" in first.stdout
+    assert (_count(config_store, schema_name, "visits"), _count(config_store, schema_name, "labs")) == (5, 2)
+
+    again = _cai("load-csv", f"{tmp_path}/*.csv", "--to", config_store, "--schema", schema_name)
+    assert again.returncode == 0 and "no new or changed files" in again.stdout
+    assert _count(config_store, schema_name, "visits") == 5
+
+    replaced = _cai("load-csv", f"{tmp_path}/*.csv", "--to", config_store, "--schema", schema_name, "--replace")
+    assert replaced.returncode == 0 and "loaded 7 rows" in replaced.stdout
+    assert _count(config_store, schema_name, "visits") == 5
+
+
+def test_one_table_for_every_file_and_default_dsn(config_store: str, tmp_path: Path, schema_name: str) -> None:
+    awkward_csv(tmp_path / "a.csv")
+    awkward_csv(tmp_path / "b.csv")
+    result = _cai("load-csv", str(tmp_path), "--schema", schema_name, "--table", "all_visits",
+                  env={"DATABASE_URL": config_store})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _count(config_store, schema_name, "all_visits") == 10
+
+
+def test_s3_glob_with_credentials_from_minio_env(
+    config_store: str, s3_bucket: dict[str, Any], schema_name: str, tmp_path: Path
+) -> None:
+    fs, bucket, creds = s3_bucket["fs"], s3_bucket["bucket"], s3_bucket["credentials"]
+    awkward_csv(tmp_path / "x.csv")
+    fs.put(str(tmp_path / "x.csv"), f"{bucket}/drop/2024/labs_q1.csv")
+    fs.put(str(tmp_path / "x.csv"), f"{bucket}/drop/labs_top.csv")
+    env = {"MINIO_ENDPOINT": creds["endpoint_url"], "MINIO_ACCESS_KEY": creds["aws_access_key_id"],
+           "MINIO_SECRET_KEY": creds["aws_secret_access_key"]}
+    result = _cai("load-csv", f"s3://{bucket}/drop/**/*.csv", "--to", config_store, "--schema", schema_name, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _count(config_store, schema_name, "labs_q1") == _count(config_store, schema_name, "labs_top") == 5
+    assert creds["aws_secret_access_key"] not in result.stdout
+
+
+def test_a_bad_file_exits_1_naming_it(config_store: str, tmp_path: Path, schema_name: str) -> None:
+    (tmp_path / "ragged.csv").write_text("id,name\n1,a\n2,b,c\n")
+    result = _cai("load-csv", str(tmp_path / "ragged.csv"), "--to", config_store, "--schema", schema_name)
+    assert result.returncode == 1
+    assert "ragged.csv" in result.stdout and "line 3 has the wrong number of fields" in result.stdout
