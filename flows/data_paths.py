@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.pipeline.pipeline import Pipeline
 
 from cai_common import UnsupportedPathError
@@ -32,6 +33,7 @@ from dlt_sources.filesystem import (
     open_filesystem,
 )
 from dlt_sources.filesystem.staging import Progress
+from dlt_sources.sql_database import QueryReport, SqlDatabaseSourceConfig, ensure_read_only_query, query_rows
 from flows.connector_config import ConnectorConfig
 from flows.embedded import data_dir
 from flows.metrics import load_metrics
@@ -49,6 +51,50 @@ class PathOutcome:
 def pipelines_dir() -> Path:
     """Where dlt keeps pipeline state and traces: `CAI_PIPELINES_DIR` or `<cai data dir>/pipelines`."""
     return Path(os.environ.get("CAI_PIPELINES_DIR") or data_dir() / "pipelines")
+
+
+def postgres_pipeline(
+    pipeline_name: str, target: PostgresDestinationConfig, *, delimiter: str = ",", encoding: str = "utf-8"
+) -> Pipeline:
+    """A dlt pipeline into the target schema, its state synced from the destination first.
+
+    Syncing means a worker that never ran this connector starts from the state the last run left
+    in the destination (e.g. the loaded-files ledger), not from nothing.
+    """
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name,
+        pipelines_dir=str(pipelines_dir()),
+        destination=postgres(target, delimiter=delimiter, encoding=encoding),
+        dataset_name=target.schema_name,
+    )
+    pipeline.sync_destination()
+    return pipeline
+
+
+def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
+    """A read-only query -> a PostgreSQL table (`table_name`, default: the connector's name), as Arrow batches."""
+    source = connector.source
+    target = connector.destination
+    assert isinstance(source, SqlDatabaseSourceConfig)
+    assert isinstance(target, PostgresDestinationConfig)
+    ensure_read_only_query(source.query, connector.connector_id)  # before any connection is made
+    table = SnakeCaseNaming().normalize_table_identifier(target.table_name or connector.connector_name)
+    pipeline = postgres_pipeline(f"connector_{connector.connector_id}", target)
+    report = QueryReport()
+    resource = query_rows(source, table, report, connector.connector_id)
+    resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
+    if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
+        pipeline.normalize()
+        pipeline.load(raise_on_failed_jobs=True)
+    extract_info = pipeline.extract(resource)
+    normalize_info = pipeline.normalize()
+    load_info = pipeline.load(raise_on_failed_jobs=True)
+    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    metrics["query"] = {"reader": report.reader, "batches": report.batches, "rows": report.rows,
+                        "fallback_reason": report.fallback_reason}
+    summary = (f"exported {report.rows} rows ({report.reader}, {report.batches} batch(es)) into "
+               f"`{target.schema_name}`.`{table}` ({target.write_disposition})")
+    return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
 
 
 def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
@@ -81,13 +127,7 @@ def load_csv_files(
     so the next run retries it; with ``on_bad_file: fail`` the run then fails listing the files.
     """
     encoding = "utf-8" if source.encoding == "utf-8-sig" else source.encoding
-    pipeline = dlt.pipeline(
-        pipeline_name=pipeline_name,
-        pipelines_dir=str(pipelines_dir()),
-        destination=postgres(target, delimiter=source.delimiter, encoding=encoding),
-        dataset_name=target.schema_name,
-    )
-    pipeline.sync_destination()  # a worker that never ran this connector starts from the destination's state
+    pipeline = postgres_pipeline(pipeline_name, target, delimiter=source.delimiter, encoding=encoding)
     before = copy.deepcopy(_ledger(pipeline.state) or {})
     if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
         pipeline.normalize()
@@ -182,6 +222,7 @@ def _summary(
 DATA_PATHS: dict[tuple[str, str], Callable[[ConnectorConfig], PathOutcome]] = {
     ("filesystem", "postgres"): files_to_postgres,
     ("s3", "postgres"): files_to_postgres,
+    ("sql_database", "postgres"): query_to_postgres,
 }
 """(canonical source type, canonical destination type) -> the path that runs it."""
 
