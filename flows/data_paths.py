@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import fsspec
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.pipeline.pipeline import Pipeline
+from fsspec import AbstractFileSystem
 
 from cai_common import UnsupportedPathError
+from dlt_destinations.files import file_destination
+from dlt_destinations.nfs import NfsDestinationConfig
 from dlt_destinations.postgres import PostgresDestinationConfig, postgres
+from dlt_destinations.s3 import S3DestinationConfig
+from dlt_destinations.sftp import SftpDestinationConfig
+from dlt_destinations.sftp.client import open_sftp
 from dlt_sources.filesystem import (
     LEDGER_KEY,
     RESOURCE_NAME,
@@ -33,7 +40,14 @@ from dlt_sources.filesystem import (
     open_filesystem,
 )
 from dlt_sources.filesystem.staging import Progress
-from dlt_sources.sql_database import QueryReport, SqlDatabaseSourceConfig, ensure_read_only_query, query_rows
+from dlt_sources.sql_database import (
+    QueryReport,
+    SqlDatabaseSourceConfig,
+    csv_file_name,
+    ensure_read_only_query,
+    query_csv_file,
+    query_rows,
+)
 from flows.connector_config import ConnectorConfig
 from flows.embedded import data_dir
 from flows.metrics import load_metrics
@@ -94,6 +108,51 @@ def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
                         "fallback_reason": report.fallback_reason}
     summary = (f"exported {report.rows} rows ({report.reader}, {report.batches} batch(es)) into "
                f"`{target.schema_name}`.`{table}` ({target.write_disposition})")
+    return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
+
+
+def _file_target(connector: ConnectorConfig) -> tuple[str, AbstractFileSystem, str, dict[str, Any]]:
+    """(destination name, fsspec filesystem, root path, put options) of a file destination."""
+    target = connector.destination
+    if isinstance(target, NfsDestinationConfig):
+        return "nfs", fsspec.filesystem("file"), target.path.rstrip("/"), {}
+    if isinstance(target, SftpDestinationConfig):
+        return "sftp", open_sftp(target), target.path.rstrip("/") or "/", {}
+    assert isinstance(target, S3DestinationConfig)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **target.storage_options())
+    root = f"{target.bucket}/{target.prefix.strip('/')}".rstrip("/")
+    # The spec's rule (6.2): multipart above 25 MB, in parts of `chunk_size_mb`.
+    return "s3", fs, root, {"part_size": target.chunk_size_mb * 1024 * 1024, "multipart_above": 25 * 1024 * 1024}
+
+
+def query_to_files(connector: ConnectorConfig) -> PathOutcome:
+    """A read-only query -> one CSV file (formatted by PostgreSQL's COPY) in a folder, S3 prefix or SFTP directory."""
+    source = connector.source
+    assert isinstance(source, SqlDatabaseSourceConfig)
+    ensure_read_only_query(source.query, connector.connector_id)  # before any connection is made
+    file_name = csv_file_name(source, connector.connector_id)
+    name, fs, root, put_kwargs = _file_target(connector)
+    delivered: list[dict[str, Any]] = []
+    pipeline = dlt.pipeline(
+        pipeline_name=f"connector_{connector.connector_id}",
+        pipelines_dir=str(pipelines_dir()),
+        destination=file_destination(name, fs, root, delivered.append, **put_kwargs),
+        dataset_name="exports",
+    )
+    workdir = Path(pipeline.working_dir) / "exports"
+    report = QueryReport()
+    try:
+        extract_info = pipeline.extract(query_csv_file(source, workdir, file_name, report, connector.connector_id))
+        normalize_info = pipeline.normalize()
+        load_info = pipeline.load(raise_on_failed_jobs=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    metrics["query"] = {"reader": report.reader, "rows": report.rows}
+    metrics["files"] = delivered
+    metrics["bytes_written"] = sum(f["bytes"] for f in delivered)
+    urls = ", ".join(f["url"] for f in delivered)
+    summary = f"exported {report.rows} rows as CSV ({metrics['bytes_written']} bytes) to {urls}"
     return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
 
 
@@ -223,6 +282,9 @@ DATA_PATHS: dict[tuple[str, str], Callable[[ConnectorConfig], PathOutcome]] = {
     ("filesystem", "postgres"): files_to_postgres,
     ("s3", "postgres"): files_to_postgres,
     ("sql_database", "postgres"): query_to_postgres,
+    ("sql_database", "nfs"): query_to_files,
+    ("sql_database", "s3"): query_to_files,
+    ("sql_database", "sftp"): query_to_files,
 }
 """(canonical source type, canonical destination type) -> the path that runs it."""
 

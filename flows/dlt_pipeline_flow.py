@@ -169,8 +169,8 @@ def _close(run_id: int, outcome: dict[str, Any]) -> None:
 
 def _publish(connector_id: int, result: dict[str, Any]) -> None:
     """Load metrics as a Prefect table artifact; a failure here never fails the run."""
-    rows = artifact_table(result.get("metrics") or {})
     try:
+        rows = artifact_table(result.get("metrics") or {})
         create_table_artifact(
             table=rows or [{"status": result["status"], "rows": result["rows_ingested"]}],
             key=f"connector-{connector_id}-load",

@@ -62,10 +62,12 @@ def load_metrics(
 
 
 def artifact_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per loaded table (or per file) for a Prefect table artifact."""
+    """One row per file (loaded or written) or else per table, for a Prefect table artifact."""
     files = metrics.get("files") or []
     if files:
         return [
-            {"file": f["file_url"], "table": f["table"], "rows": f["rows"], "status": f["status"]} for f in files
+            {"file": f.get("file_url") or f.get("url"), "table": f.get("table", ""), "rows": f.get("rows"),
+             "bytes": f.get("bytes", f.get("size_bytes")), "status": f.get("status", "written")}
+            for f in files
         ]
     return [{"table": table, "rows": rows} for table, rows in (metrics.get("row_counts") or {}).items()]

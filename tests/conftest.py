@@ -150,3 +150,64 @@ def s3_bucket(s3_endpoint: str) -> Iterator[dict[str, object]]:
         yield {"bucket": bucket, "credentials": credentials, "fs": fs}
     finally:
         fs.rm(bucket, recursive=True)
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A real SFTP server over TCP on loopback (asyncssh, in a daemon thread with its own loop).
+
+    Users: `loader` / password `sftp-pass-123`, and `keyuser` with the generated client key. Each
+    login lands chrooted in `root`. Yields host, port, root, a known_hosts file naming the server's
+    key, the client key path, and the host key line.
+    """
+    import asyncio
+    import threading
+
+    import asyncssh
+
+    root = tmp_path_factory.mktemp("sftp_root")
+    keys = tmp_path_factory.mktemp("sftp_keys")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key.write_private_key(str(keys / "id_ed25519"))
+    authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
+
+    class Server(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            if username == "keyuser":
+                self._conn.set_authorized_keys(authorized)
+            return True
+
+        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+            self._conn = conn
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, password: str) -> bool:
+            return username == "loader" and password == "sftp-pass-123"
+
+        def public_key_auth_supported(self) -> bool:
+            return True
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> asyncssh.SSHAcceptor:
+        return await asyncssh.create_server(
+            Server, "127.0.0.1", 0, server_host_keys=[host_key],
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root)),
+        )
+
+    acceptor = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    port = acceptor.sockets[0].getsockname()[1]
+    host_line = f"[127.0.0.1]:{port} {host_key.export_public_key().decode().strip()}"
+    (keys / "known_hosts").write_text(host_line + "\n")
+    try:
+        yield {"host": "127.0.0.1", "port": port, "root": root, "known_hosts": str(keys / "known_hosts"),
+               "client_key": str(keys / "id_ed25519"), "host_line": host_line}
+    finally:
+        acceptor.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import dlt
 from dlt.extract.resource import DltResource
 
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
+from dlt_sources.sql_database.export import csv_file_name, export_csv
 from dlt_sources.sql_database.guard import ensure_read_only_query
 from dlt_sources.sql_database.readers import QueryError, QueryReport, query_batches
+
+
+def query_csv_file(
+    config: SqlDatabaseSourceConfig, workdir: Path, file_name: str, report: QueryReport,
+    connector_id: int | None = None,
+) -> DltResource:
+    """A dlt resource that exports the query to a local CSV and yields its manifest for a file destination."""
+
+    def exported_files() -> object:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / f"{uuid.uuid4().hex}.csv"
+        size = export_csv(config, path, report, connector_id)
+        yield {"local_path": str(path), "file_name": file_name, "rows": report.rows, "bytes": size}
+
+    return dlt.resource(exported_files, name="exported_files")
 
 
 def query_rows(
@@ -25,7 +44,10 @@ __all__ = [
     "QueryError",
     "QueryReport",
     "SqlDatabaseSourceConfig",
+    "csv_file_name",
+    "export_csv",
     "ensure_read_only_query",
     "query_batches",
+    "query_csv_file",
     "query_rows",
 ]

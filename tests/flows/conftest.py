@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+
+from tests.awkward import AWKWARD_ROWS
 
 
 @pytest.fixture
@@ -33,3 +39,29 @@ def make_connector(config_store: str) -> Callable[..., int]:
 def warehouse(config_store: str) -> dict[str, Any]:
     """Destination config pointing at the session database (the warehouse the tests load into)."""
     return {"connection_string": config_store}
+
+
+@pytest.fixture
+def source_schema(config_store: str) -> Iterator[str]:
+    """A schema holding `visits` (awkward values of every common type) and a sequence."""
+    schema = f"src_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(config_store) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE SEQUENCE {schema}.ticket")
+        conn.execute(
+            f"CREATE TABLE {schema}.visits (id bigint PRIMARY KEY, name text, note text, amount numeric(14,3), "
+            "seen_at timestamptz, active boolean, born date, payload jsonb, ref uuid, stay interval)"
+        )
+        for i, (id_, name, note, amount, seen_at, flag) in enumerate(AWKWARD_ROWS):
+            conn.execute(
+                f"INSERT INTO {schema}.visits VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (int(id_), name or None, note or None, Decimal(amount) if amount else None, seen_at or None,
+                 {"true": True, "false": False}.get(flag), None if i == 3 else f"19{50 + i}-0{i + 1}-1{i}",
+                 None if i == 3 else json.dumps({"visit": i, "tags": ["a,b", 'q"uote']}),
+                 None if i == 3 else uuid.UUID(int=i + 1), None if i == 3 else f"{i} days 02:00:00"),
+            )
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(config_store) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

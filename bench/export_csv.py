@@ -1,0 +1,117 @@
+"""Benchmark: exporting a query to a CSV file, against psql's \\copy (query) to in the same run.
+
+Builds a table of 2N realistic rows, then at N and 2N rows measures psql `\\copy (query) to` (the
+physical limit), the approach this product replaces (a psycopg2 server-side cursor + csv.writer),
+and this product's export path (the `sql_database` -> `nfs` data path: PostgreSQL's COPY streamed
+through a dlt resource into a dlt file destination). Prints throughput, ratios and peak RSS, and checks
+that the product's file is byte-identical to psql's.
+
+    .venv/bin/python bench/export_csv.py [--rows 2000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import measure  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+BUILD = """
+CREATE TABLE lab_results AS
+SELECT g AS result_id, 100000 + g % 50000 AS patient_id, 500000 + g / 3 AS encounter_id,
+       (ARRAY['2345-7','718-7','2160-0','2823-3'])[1 + g % 4] AS loinc_code,
+       (ARRAY['Glucose','Hemoglobin','Creatinine','Potassium'])[1 + g % 4] AS test_name,
+       round((random() * 400)::numeric, 3) AS value, g % 7 = 0 AS abnormal,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '13 seconds' AS collected_at,
+       (ARRAY['J. Müller','A. O''Neil','L. Nguyen'])[1 + g % 3] AS performed_by,
+       CASE g % 5 WHEN 0 THEN 'hemolyzed, repeat advised' WHEN 1 THEN '"critical" value called'
+                  WHEN 2 THEN E'see note\\nfollow-up' ELSE NULL END AS comment,
+       md5(g::text)::uuid AS specimen_id
+FROM generate_series(1, %(rows)s) g
+"""
+
+OLD_WAY = """
+import csv, sys, time, psycopg2
+dsn, query, out = sys.argv[1], sys.argv[2], sys.argv[3]
+started = time.monotonic()
+with psycopg2.connect(dsn) as conn, conn.cursor(name="old_export") as cursor, open(out, "w", newline="") as f:
+    cursor.itersize = 10000
+    cursor.execute(query)
+    writer = csv.writer(f)
+    writer.writerow([c.name for c in cursor.description])
+    for row in cursor:
+        writer.writerow(row)
+print(f"exported in {time.monotonic() - started:.2f} s")
+"""
+
+PRODUCT = """
+import sys, time
+from flows.connector_config import ConnectorConfig
+from flows.data_paths import query_to_files
+dsn, query, folder, name = sys.argv[1:5]
+connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "sql_database",
+    "source_config": {"connection_string": dsn, "query": query, "csv_filename": name},
+    "destination_type": "nfs", "destination_config": {"path": folder}})
+started = time.monotonic()
+outcome = query_to_files(connector)
+print(f"exported {outcome.rows} rows in {time.monotonic() - started:.2f} s")
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
+                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench-export"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS cai_bench_export WITH (FORCE)")
+        conn.execute("CREATE DATABASE cai_bench_export")
+    dsn = urlunsplit(urlsplit(args.dsn)._replace(path="/cai_bench_export"))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(BUILD, {"rows": 2 * args.rows})
+        conn.execute("VACUUM ANALYZE lab_results")
+        conn.execute("CHECKPOINT")
+    env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
+    results = []
+    for rows in (args.rows, 2 * args.rows):
+        query = f"SELECT * FROM lab_results WHERE result_id <= {rows} ORDER BY result_id"
+        psql_out, old_out = args.work / f"psql_{rows}.csv", args.work / f"old_{rows}.csv"
+        psql = measure(["psql", dsn, "-X", "-q", "-c", f"\\copy ({query}) to '{psql_out}' csv header"], env)
+        old = measure([str(BIN / "python"), "-c", OLD_WAY, dsn, query, str(old_out)], env)
+        product = measure([str(BIN / "python"), "-c", PRODUCT, dsn, query, str(args.work / "product"),
+                           f"product_{rows}.csv"], env)
+        mb = psql_out.stat().st_size / 1e6
+        identical = filecmp.cmp(psql_out, args.work / "product" / f"product_{rows}.csv", shallow=False)
+        for name, m in (("psql \\copy to (limit)", psql), ("psycopg2 cursor + csv.writer (old)", old),
+                        ("cai export (this product)", product)):
+            found = re.search(r" in ([\d.]+) s", m.stdout)
+            results.append((name, rows, mb, m.seconds, float(found[1]) if found else None, m.peak_rss_mb))
+        print(f"{rows} rows: product file identical to psql's: {identical}")
+        assert identical, "the product's CSV differs from psql's"
+    psql_s = {r[1]: r[3] for r in results if r[0].startswith("psql")}
+    print(f"\n{'method':36} {'rows':>9} {'MB':>6} {'wall s':>7} {'work s':>7} {'MB/s':>7} {'vs psql':>8} "
+          f"{'peak RSS MB':>12}")
+    for name, rows, mb, wall, work, rss in results:
+        secs = work if work is not None else wall
+        print(f"{name:36} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{work:.2f}' if work else '-'):>7} "
+              f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {rss:>12.0f}")
+    print("\nwork s = the export itself, timed inside the process after imports; vs psql uses it when present.")
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS cai_bench_export WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()

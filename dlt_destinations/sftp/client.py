@@ -1,0 +1,89 @@
+"""The SFTP connection (sshfs over asyncssh), with the server's host key always verified.
+
+Host keys are checked against `known_hosts` (the config's file, else ~/.ssh/known_hosts). With
+`host_key_policy: accept-new` an unknown server's key is recorded on first contact and trusted from
+then on (ssh's StrictHostKeyChecking=accept-new); a *changed* key is refused either way. Nothing
+here ever trusts every key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from sshfs import SSHFileSystem
+
+from dlt_destinations.sftp.configuration import SftpDestinationConfig
+
+
+class HostKeyRefused(ConnectionRefusedError):
+    """The server's host key is not in known_hosts (or differs from the recorded one)."""
+
+
+class SftpLoginRefused(PermissionError):
+    """The server refused the configured user's password or key."""
+
+
+def _known_hosts_path(config: SftpDestinationConfig) -> Path:
+    return Path(config.known_hosts).expanduser() if config.known_hosts else Path("~/.ssh/known_hosts").expanduser()
+
+
+def _record_host_key(config: SftpDestinationConfig, path: Path) -> None:
+    """accept-new: fetch the server's key and append it to known_hosts, unless the host is already listed."""
+    import asyncio
+
+    async def fetch() -> Any:
+        return await asyncssh.get_server_host_key(config.host, config.port)
+
+    key = asyncio.run(fetch())
+    if key is None:
+        raise HostKeyRefused(f"sftp server {config.host}:{config.port} offered no host key")
+    host = config.host if config.port == 22 else f"[{config.host}]:{config.port}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{host} {key.export_public_key('openssh').decode().strip()}\n")
+
+
+def _listed(config: SftpDestinationConfig, path: Path) -> bool:
+    if not path.exists():
+        return False
+    host = config.host if config.port == 22 else f"[{config.host}]:{config.port}"
+    return any(line.split(" ", 1)[0] == host for line in path.read_text(encoding="utf-8").splitlines())
+
+
+def open_sftp(config: SftpDestinationConfig) -> SSHFileSystem:
+    """An sshfs filesystem logged in with the config's password or key, the host key verified.
+
+    Raises:
+        HostKeyRefused: the server's key is unknown (policy `reject`) or does not match known_hosts.
+        SftpLoginRefused: the login was refused.
+    """
+    known_hosts = _known_hosts_path(config)
+    if config.host_key_policy == "accept-new" and not _listed(config, known_hosts):
+        _record_host_key(config, known_hosts)
+    options: dict[str, Any] = {
+        "port": config.port,
+        "username": config.username,
+        "known_hosts": str(known_hosts) if known_hosts.exists() else [],
+        "connect_timeout": 30,
+        "skip_instance_cache": True,
+    }
+    if config.password is not None:
+        options["password"] = config.password.get_secret_value()
+    if config.pkey_path:
+        options["client_keys"] = [str(Path(config.pkey_path).expanduser())]
+    else:
+        options["client_keys"] = []  # no keys from ~/.ssh or an agent: only what the config names
+    options["agent_path"] = None
+    try:
+        return SSHFileSystem(config.host, **options)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyRefused(
+            f"sftp server {config.host}:{config.port}: host key not trusted ({exc.reason}); add it to "
+            f"`{known_hosts}` or set `host_key_policy` to `accept-new`"
+        ) from exc
+    except (asyncssh.PermissionDenied, PermissionError) as exc:  # sshfs turns PermissionDenied into PermissionError
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise SftpLoginRefused(f"sftp server {config.host}:{config.port}: login refused for "
+                               f"`{config.username}` ({reason})") from exc
