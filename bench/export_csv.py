@@ -37,7 +37,7 @@ SELECT g AS result_id, 100000 + g % 50000 AS patient_id, 500000 + g / 3 AS encou
        CASE g % 5 WHEN 0 THEN 'hemolyzed, repeat advised' WHEN 1 THEN '"critical" value called'
                   WHEN 2 THEN E'see note\\nfollow-up' ELSE NULL END AS comment,
        md5(g::text)::uuid AS specimen_id
-FROM generate_series(1, %(rows)s) g
+FROM generate_series(1, {rows}) g
 """
 
 OLD_WAY = """
@@ -47,9 +47,13 @@ started = time.monotonic()
 with psycopg2.connect(dsn) as conn, conn.cursor(name="old_export") as cursor, open(out, "w", newline="") as f:
     cursor.itersize = 10000
     cursor.execute(query)
+    rows = iter(cursor)
+    first = next(rows, None)  # a named cursor describes its columns only after the first fetch
     writer = csv.writer(f)
     writer.writerow([c.name for c in cursor.description])
-    for row in cursor:
+    if first is not None:
+        writer.writerow(first)
+    for row in rows:
         writer.writerow(row)
 print(f"exported in {time.monotonic() - started:.2f} s")
 """
@@ -81,7 +85,7 @@ def main() -> None:
         conn.execute("CREATE DATABASE cai_bench_export")
     dsn = urlunsplit(urlsplit(args.dsn)._replace(path="/cai_bench_export"))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(BUILD, {"rows": 2 * args.rows})
+        conn.execute(BUILD.format(rows=int(2 * args.rows)).encode())  # an int, no parameters: % is modulo here
         conn.execute("VACUUM ANALYZE lab_results")
         conn.execute("CHECKPOINT")
     env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}

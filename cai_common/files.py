@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 from typing import Any
@@ -25,7 +26,7 @@ def safe_join(root: str, relative: str) -> str:
 
 def atomic_put(
     fs: AbstractFileSystem, local_path: str, final_path: str, *, part_size: int | None = None,
-    multipart_above: int | None = None, **put_kwargs: Any,
+    multipart_above: int | None = None, allow_link: bool = False, **put_kwargs: Any,
 ) -> int:
     """Upload a local file so that ``final_path`` appears only complete; returns the bytes stored.
 
@@ -37,12 +38,14 @@ def atomic_put(
         part_size: multipart part size for object stores.
         multipart_above: object stores upload files up to this size in one request, larger ones in
             parts of ``part_size`` (s3fs alone would switch at twice the part size).
+        allow_link: on a local filesystem, hard-link instead of copying when possible. Only for a
+            ``local_path`` the caller owns and will delete: both names share the same bytes.
     """
-    import os
-
     parent = posixpath.dirname(final_path)
     size = os.path.getsize(local_path)
-    object_store = "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    object_store = "s3" in protocols
+    local = "file" in protocols
     if parent and not object_store:  # on S3 a prefix needs no folder, and makedirs would create buckets
         fs.makedirs(parent, exist_ok=True)
     target = final_path if object_store else f"{parent}/.{posixpath.basename(final_path)}.{uuid.uuid4().hex}.tmp"
@@ -51,7 +54,11 @@ def atomic_put(
         # s3fs uploads in one request when the file is under two chunks: size the chunk accordingly.
         put_kwargs["chunksize"] = max(part_size, size // 2 + 1) if single else part_size
     try:
-        fs.put_file(local_path, target, **put_kwargs)
+        if not (local and allow_link and _link(local_path, target)):
+            fs.put_file(local_path, target, **put_kwargs)
+        if local:  # the bytes reach the disk (or the NFS server) before the name does
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
         stored = fs.size(target)
         if stored != size:
             raise OSError(f"`{final_path}`: stored {stored} bytes of {size}")
@@ -62,3 +69,12 @@ def atomic_put(
             fs.rm(target)
         raise
     return size
+
+
+def _link(source: str, target: str) -> bool:
+    """Hard-link a local file into place (same filesystem); False when it must be copied instead."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True

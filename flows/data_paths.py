@@ -115,7 +115,8 @@ def _file_target(connector: ConnectorConfig) -> tuple[str, AbstractFileSystem, s
     """(destination name, fsspec filesystem, root path, put options) of a file destination."""
     target = connector.destination
     if isinstance(target, NfsDestinationConfig):
-        return "nfs", fsspec.filesystem("file"), target.path.rstrip("/"), {}
+        # The export is our own temp file: link it into place when the folder is on the same disk.
+        return "nfs", fsspec.filesystem("file"), target.path.rstrip("/"), {"allow_link": True}
     if isinstance(target, SftpDestinationConfig):
         return "sftp", open_sftp(target), target.path.rstrip("/") or "/", {}
     assert isinstance(target, S3DestinationConfig)

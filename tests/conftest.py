@@ -156,9 +156,9 @@ def s3_bucket(s3_endpoint: str) -> Iterator[dict[str, object]]:
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A real SFTP server over TCP on loopback (asyncssh, in a daemon thread with its own loop).
 
-    Users: `loader` / password `sftp-pass-123`, and `keyuser` with the generated client key. Each
-    login lands chrooted in `root`. Yields host, port, root, a known_hosts file naming the server's
-    key, the client key path, and the host key line.
+    Users: `loader` / password `sftp-pass-123`, `keyuser` with the generated client key, and `flaky`
+    (same password) whose writes fail past 1 MB. Each login lands chrooted in `root`. Yields host,
+    port, root, a known_hosts file naming the server's key, the client key path and the host key line.
     """
     import asyncio
     import threading
@@ -185,10 +185,22 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             return True
 
         def validate_password(self, username: str, password: str) -> bool:
-            return username == "loader" and password == "sftp-pass-123"
+            return username in ("loader", "flaky") and password == "sftp-pass-123"
 
         def public_key_auth_supported(self) -> bool:
             return True
+
+    class DiskFillsUp(asyncssh.SFTPServer):
+        """The `flaky` user's session: writes fail once a file passes 1 MB, like a full disk."""
+
+        def write(self, file_obj: object, offset: int, data: bytes) -> object:
+            if offset + len(data) > 1024 * 1024:
+                raise asyncssh.SFTPFailure("No space left on device")
+            return super().write(file_obj, offset, data)
+
+    def sftp_session(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
+        flaky = chan.get_extra_info("username") == "flaky"
+        return (DiskFillsUp if flaky else asyncssh.SFTPServer)(chan, chroot=str(root))
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -197,7 +209,7 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     async def start() -> asyncssh.SSHAcceptor:
         return await asyncssh.create_server(
             Server, "127.0.0.1", 0, server_host_keys=[host_key],
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root)),
+            sftp_factory=sftp_session,
         )
 
     acceptor = asyncio.run_coroutine_threadsafe(start(), loop).result(30)

@@ -191,3 +191,20 @@ def test_sftp_wrong_password_fails_without_leaking_it(
         run_connector_pipeline(connector_id)
     assert "login refused for `loader`" in caught.value.result["log_summary"]
     assert "Wr0ng-Secret!" not in caught.value.result["log_summary"]
+
+
+def test_an_sftp_upload_failing_mid_way_leaves_no_file_under_any_name(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], sftp_server: dict[str, Any],
+) -> None:
+    query = "SELECT g, md5(g::text) FROM generate_series(1, 100000) g"  # about 4 MB of CSV
+    connector_id = make_connector(
+        "sql_database", {**warehouse, "query": query, "csv_filename": "big.csv"},
+        "sftp", _sftp_config(sftp_server, "/full", username="flaky", password="sftp-pass-123"),
+    )
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    record = get_run(caught.value.result["run_id"])
+    assert record is not None and record["status"] == "failed"
+    assert "big.csv" in record["log_summary"]
+    landed = Path(sftp_server["root"]) / "full"
+    assert _only_final_files(landed) == []  # neither big.csv nor its temp name
