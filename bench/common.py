@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -39,3 +42,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
     return Measured(seconds, peak / 1e6, out)
+
+
+def bench_arguments(description: str, work: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --rows N (then 2N), --dsn of a server, --work folder."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000, help="N; every method also runs at 2N")
+    parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
+                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--work", type=Path, default=Path(work), help="files and pipelines go here")
+    return parser

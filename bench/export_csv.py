@@ -11,7 +11,6 @@ that the product's file is byte-identical to psql's.
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import os
 import re
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure  # noqa: E402
+from common import bench_arguments, measure  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -73,11 +72,7 @@ print(f"exported {outcome.rows} rows in {time.monotonic() - started:.2f} s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
-                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench-export"))
+    parser = bench_arguments(__doc__ or "", "/tmp/cai-bench-export")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(args.dsn, autocommit=True) as conn:

@@ -10,7 +10,6 @@ the ratio to psql, and peak RSS of each.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Measured, measure  # noqa: E402
+from common import Measured, bench_arguments, measure  # noqa: E402
 from make_csv import write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,11 +83,7 @@ def load_seconds(measured: Measured) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
-                                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench"))
+    parser = bench_arguments(__doc__ or "", "/tmp/cai-bench")
     parser.add_argument("--skip-arrow", action="store_true", help="leave out the slow Arrow path")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -126,7 +121,7 @@ def main() -> None:
         print(f"{name:30} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{load:.2f}' if load else '-'):>7} "
               f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {rss:>12.0f}")
     print(f"\nbest of {REPEATS} runs for psql and cai. vs psql = psql time / this method's load time (in-process,"
-          " after imports); wall includes Python start-up and imports (~3 s).")
+          " after imports); wall includes Python start-up and imports (~5 s).")
     subprocess.run(["psql", args.dsn, "-q", "-c", "DROP DATABASE IF EXISTS cai_bench WITH (FORCE)"], check=False)
 
 
