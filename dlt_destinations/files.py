@@ -8,7 +8,7 @@ final name only ever holds a complete, size-checked file.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import dlt
 from dlt.common.destination import Destination
@@ -16,6 +16,7 @@ from dlt.common.destination.exceptions import DestinationTerminalException, Dest
 from fsspec import AbstractFileSystem
 
 from cai_common.files import atomic_put, safe_join
+from cai_common.transfer import transfer_file
 
 
 class FileDeliveryError(DestinationTerminalException):
@@ -45,6 +46,36 @@ def file_destination(
             except Exception as exc:
                 raise FileDeliveryError(f"`{final}`: {type(exc).__name__}: {exc}") from exc
             on_delivered({"url": fs.unstrip_protocol(final), "bytes": size, "rows": item["rows"]})
+
+    factory = dlt.destination(deliver, name=name, batch_size=1, loader_file_format="typed-jsonl")
+    return factory()
+
+
+def transfer_destination(
+    name: str, src_fs: AbstractFileSystem, dst_fs: AbstractFileSystem, root: str, on_result: Delivered, *,
+    move: bool, verify: Literal["hash", "size"], part_size: int, atomic_rename: bool = True,
+) -> Destination:
+    """A dlt destination copying (or moving) each manifest's file to ``root/<relative_path>``.
+
+    Every file gets a result, {file_url, url, bytes, md5, verified, status, error}: one file failing
+    does not stop the others. A moved file's source is deleted only after its copy was verified.
+    """
+
+    def deliver(items: Any, table: Any) -> None:
+        for item in items:
+            result: dict[str, Any] = {"file_url": item["file_url"], "url": None, "bytes": 0, "status": "failed"}
+            try:
+                final = safe_join(root, item["relative_path"])
+                result["url"] = dst_fs.unstrip_protocol(final)
+                done = transfer_file(src_fs, item["file_url"], dst_fs, final, verify=verify, part_size=part_size,
+                                     atomic_rename=atomic_rename)
+                result.update(bytes=done.bytes, md5=done.md5, verified=done.verified, status="copied")
+                if move:
+                    src_fs.rm(item["file_url"])
+                    result["status"] = "moved"
+            except Exception as exc:  # recorded per file; the run fails after every file was tried
+                result["error"] = f"{type(exc).__name__}: {exc}"
+            on_result(result)
 
     factory = dlt.destination(deliver, name=name, batch_size=1, loader_file_format="typed-jsonl")
     return factory()

@@ -29,6 +29,13 @@ class FileSourceOptions(CsvOptions):
     on_bad_file: Literal["fail", "skip"] = Field(
         "fail", description="a malformed file fails the run, or is skipped and listed"
     )
+    mode: Literal["auto", "transfer", "extract"] = Field(
+        "auto", description="extract rows (postgres destinations) or transfer files (others); auto picks"
+    )
+    transfer: Literal["move", "copy"] = Field(
+        "move", description="transfer mode: delete the source once its copy is verified, or keep it"
+    )
+    verify: Literal["hash", "size"] = Field("hash", description="check each copy by content hash (read back) or size")
 
 
 class FilesystemSourceConfig(FileSourceOptions):

@@ -35,10 +35,10 @@ class CsvFileError(TerminalValueError):
 class BadFilesError(TerminalValueError):
     """Files of a run that failed to load, each listed with its error (the run's other files loaded)."""
 
-    def __init__(self, failures: list[Any]) -> None:
+    def __init__(self, failures: list[Any], done: str | None = None) -> None:
         self.failures = failures
         listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
-        super().__init__(f"{len(failures)} file(s) failed to load: {listed}")
+        super().__init__(f"{len(failures)} file(s) failed: {listed}" + (f" ({done})" if done else ""))
 
 
 def table_name_for(file_name: str) -> str:

@@ -1,0 +1,155 @@
+"""Data paths into PostgreSQL tables: CSV files (COPY fast path) and read-only queries (Arrow batches)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+from pathlib import Path
+
+from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
+
+from cai_common import ConnectorConfigError
+from dlt_destinations.postgres import PostgresDestinationConfig
+from dlt_sources.filesystem import (
+    BadFilesError,
+    FilesystemSourceConfig,
+    ReadReport,
+    S3SourceConfig,
+    csv_tables,
+    open_filesystem,
+)
+from dlt_sources.filesystem.staging import Progress
+from dlt_sources.sql_database import QueryReport, SqlDatabaseSourceConfig, ensure_read_only_query, query_rows
+from flows.connector_config import ConnectorConfig
+from flows.metrics import load_metrics
+from flows.pipelines import PathOutcome, files_ledger, forget_files, postgres_pipeline
+
+
+def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
+    """A read-only query -> a PostgreSQL table (`table_name`, default: the connector's name), as Arrow batches."""
+    source = connector.source
+    target = connector.destination
+    assert isinstance(source, SqlDatabaseSourceConfig)
+    assert isinstance(target, PostgresDestinationConfig)
+    ensure_read_only_query(source.query, connector.connector_id)  # before any connection is made
+    table = SnakeCaseNaming().normalize_table_identifier(target.table_name or connector.connector_name)
+    pipeline = postgres_pipeline(f"connector_{connector.connector_id}", target)
+    report = QueryReport()
+    resource = query_rows(source, table, report, connector.connector_id)
+    resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
+    if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
+        pipeline.normalize()
+        pipeline.load(raise_on_failed_jobs=True)
+    extract_info = pipeline.extract(resource)
+    normalize_info = pipeline.normalize()
+    load_info = pipeline.load(raise_on_failed_jobs=True)
+    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    metrics["query"] = {"reader": report.reader, "batches": report.batches, "rows": report.rows,
+                        "fallback_reason": report.fallback_reason}
+    summary = (f"exported {report.rows} rows ({report.reader}, {report.batches} batch(es)) into "
+               f"`{target.schema_name}`.`{table}` ({target.write_disposition})")
+    return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
+
+
+def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
+    """CSV files in a folder or S3 prefix -> tables in a PostgreSQL schema (one table per file stem)."""
+    source = connector.source
+    target = connector.destination
+    assert isinstance(source, FilesystemSourceConfig | S3SourceConfig)
+    assert isinstance(target, PostgresDestinationConfig)
+    if source.mode == "transfer":
+        raise ConnectorConfigError(connector.connector_id, "source", "mode",
+                                   "`transfer` copies files, and a `postgres` destination takes rows: use `extract`")
+    return load_csv_files(f"connector_{connector.connector_id}", source, target)
+
+
+def load_csv_files(
+    pipeline_name: str,
+    source: FilesystemSourceConfig | S3SourceConfig,
+    target: PostgresDestinationConfig,
+    progress: Progress | None = None,
+) -> PathOutcome:
+    """Load the new or changed CSV files of a source into PostgreSQL with one dlt pipeline.
+
+    A file whose COPY fails (a value PostgreSQL rejects) is taken out of the loaded-files ledger again
+    so the next run retries it; with ``on_bad_file: fail`` the run then fails listing the files.
+    """
+    encoding = "utf-8" if source.encoding == "utf-8-sig" else source.encoding
+    pipeline = postgres_pipeline(pipeline_name, target, delimiter=source.delimiter, encoding=encoding)
+    before = copy.deepcopy(files_ledger(pipeline.state) or {})
+    if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
+        pipeline.normalize()
+        pipeline.load(raise_on_failed_jobs=True)
+    stage_dir = Path(pipeline.working_dir) / "staged_csv"
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    report = ReadReport()
+    resource = csv_tables(
+        source.bucket_url(),
+        source.file_pattern,
+        fs=open_filesystem(source),
+        options=source,
+        report=report,
+        table_name=target.table_name,
+        stage_dir=stage_dir,
+        full_refresh=source.full_refresh,
+        on_bad_file=source.on_bad_file,
+        progress=progress,
+    )
+    disposition = "replace" if source.full_refresh else target.write_disposition
+    resource.apply_hints(write_disposition=disposition, primary_key=target.primary_key)
+    try:
+        extract_info = pipeline.extract(resource)
+        normalize_info = pipeline.normalize()
+        load_info = pipeline.load(raise_on_failed_jobs=False)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    failed_tables = {job["table"]: job["error"] for job in metrics["failed_jobs"]}
+    if failed_tables:
+        forget_files(pipeline, [f.file_url for f in report.files_of(set(failed_tables))], before)
+        for entry in report.files_of(set(failed_tables)):
+            entry.status = "skipped" if source.on_bad_file == "skip" else "failed"
+            entry.error, entry.rows = _copy_error(failed_tables[entry.table]), 0
+    metrics["files"] = [f.as_dict() for f in report.files]
+    metrics["files_unchanged"] = report.unchanged
+    # Imported files skip dlt's normalize step, whose counts would read 0: count from the files.
+    metrics["row_counts"] = report.rows_by_table()
+    bad = [f for f in report.files if f.status != "loaded"]
+    if bad and source.on_bad_file == "fail":
+        raise BadFilesError(bad)
+    return PathOutcome(rows=report.rows, summary=_summary(source, target, report, disposition), metrics=metrics)
+
+
+def _copy_error(message: str) -> str:
+    """PostgreSQL's own words from a failed COPY job, with its line number made the file's.
+
+    dlt reads the header line itself and streams the rest to COPY, so COPY's line N is line N + 1
+    of the file.
+    """
+    marker = "DestinationTerminalException: "
+    if marker in message:
+        message = message.rsplit(marker, 1)[1]
+    message = " ".join(message.split())
+    message = re.sub(r"CONTEXT: COPY [^,]+, line (\d+)", lambda m: f"at line {int(m[1]) + 1}", message)
+    return message[:500]
+
+
+def _summary(
+    source: FilesystemSourceConfig | S3SourceConfig, target: PostgresDestinationConfig, report: ReadReport,
+    disposition: str,
+) -> str:
+    loaded = [f for f in report.files if f.status == "loaded"]
+    skipped = [f for f in report.files if f.status == "skipped"]
+    if not report.files:
+        where = f"`{source.file_pattern}` under `{source.bucket_url()}`"
+        if report.unchanged:
+            return f"no new or changed files: {report.unchanged} file(s) matching {where} already loaded"
+        return f"no files matched {where}; nothing loaded"
+    text = (f"loaded {report.rows} rows from {len(loaded)} file(s) into `{target.schema_name}` ({disposition}): "
+            + ", ".join(f"{t} ({n})" for t, n in sorted(report.rows_by_table().items())))
+    if report.unchanged:
+        text += f"; {report.unchanged} unchanged file(s) not read again"
+    if skipped:
+        text += "; skipped: " + "; ".join(f"`{f.file_url}`: {f.error}" for f in skipped)
+    return text

@@ -1,0 +1,71 @@
+"""What every data path shares: its outcome, where dlt keeps pipelines, the loaded-files ledger."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt.pipeline.pipeline import Pipeline
+
+from dlt_destinations.postgres import PostgresDestinationConfig, postgres
+from dlt_sources.filesystem import LEDGER_KEY, RESOURCE_NAME
+from flows.embedded import data_dir
+
+
+@dataclass
+class PathOutcome:
+    """What one data path did: rows, a one-paragraph summary and the metrics for the run record."""
+
+    rows: int
+    summary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def pipelines_dir() -> Path:
+    """Where dlt keeps pipeline state and traces: `CAI_PIPELINES_DIR` or `<cai data dir>/pipelines`."""
+    return Path(os.environ.get("CAI_PIPELINES_DIR") or data_dir() / "pipelines")
+
+
+def postgres_pipeline(
+    pipeline_name: str, target: PostgresDestinationConfig, *, delimiter: str = ",", encoding: str = "utf-8"
+) -> Pipeline:
+    """A dlt pipeline into the target schema, its state synced from the destination first.
+
+    Syncing means a worker that never ran this connector starts from the state the last run left
+    in the destination (e.g. the loaded-files ledger), not from nothing.
+    """
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name,
+        pipelines_dir=str(pipelines_dir()),
+        destination=postgres(target, delimiter=delimiter, encoding=encoding),
+        dataset_name=target.schema_name,
+    )
+    pipeline.sync_destination()
+    return pipeline
+
+
+def files_ledger(state: Any, resource: str = RESOURCE_NAME) -> dict[str, Any] | None:
+    """The loaded-files ledger inside a pipeline state, wherever dlt keeps the resource's state."""
+    for source_state in (state.get("sources") or {}).values():
+        resource_state = (source_state.get("resources") or {}).get(resource)
+        if resource_state is not None:
+            return resource_state.setdefault(LEDGER_KEY, {})
+    return None
+
+
+def forget_files(
+    pipeline: Pipeline, file_urls: list[str], before: dict[str, Any], resource: str = RESOURCE_NAME
+) -> None:
+    """Put these files' ledger entries back as they were before the run, so the next run retries them."""
+    with pipeline.managed_state(extract_state=True) as state:
+        ledger = files_ledger(state, resource)
+        if ledger is None:
+            return
+        for url in file_urls:
+            if url in before:
+                ledger[url] = before[url]
+            else:
+                ledger.pop(url, None)

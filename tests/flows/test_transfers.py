@@ -1,0 +1,103 @@
+"""File transfers through run_connector_pipeline: S3 -> folder / S3 / SFTP, move and copy, verified."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cai_common import ConnectorRunFailed
+from flows.dlt_pipeline_flow import run_connector_pipeline
+from flows.run_records import get_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+def _s3_source(s3: dict[str, Any], prefix: str = "in", **extra: Any) -> dict[str, Any]:
+    return {"bucket": s3["bucket"], "path": prefix, "file_pattern": "**/*", **s3["credentials"], **extra}
+
+
+def _fill(s3: dict[str, Any], files: dict[str, bytes]) -> None:
+    for key, data in files.items():
+        s3["fs"].pipe(f"{s3['bucket']}/{key}", data)
+
+
+FILES = {"in/labs.csv": b"id,value\n1,2.5\n", "in/2024/q1/notes.txt": "Zoë's notes\n".encode(),
+         "in/scan.bin": os.urandom(3 * 1024 * 1024)}
+
+
+def test_s3_to_folder_moves_verified_files_keeping_relative_paths(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], tmp_path: Path,
+) -> None:
+    _fill(s3_bucket, FILES)
+    out = tmp_path / "nfs"
+    connector_id = make_connector("s3", _s3_source(s3_bucket), "nfs", {"path": str(out)})
+    result = run_connector_pipeline(connector_id)
+    for key, data in FILES.items():
+        assert (out / key.removeprefix("in/")).read_bytes() == data
+        assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/{key}")  # moved: source gone after verify
+    files = {f["url"].rsplit("/", 1)[1]: f for f in result["metrics"]["files"]}
+    assert files["scan.bin"]["status"] == "moved" and files["scan.bin"]["verified"] == "hash"
+    assert files["scan.bin"]["md5"] == hashlib.md5(FILES["in/scan.bin"]).hexdigest()
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["labs.csv", "notes.txt", "scan.bin"]
+    assert "moved 3 of 3 file(s)" in result["log_summary"]
+
+
+def test_s3_to_s3_copy_is_server_side_and_a_rerun_sends_nothing(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any],
+) -> None:
+    _fill(s3_bucket, FILES)
+    fs, bucket = s3_bucket["fs"], s3_bucket["bucket"]
+    connector_id = make_connector("minio", _s3_source(s3_bucket, transfer="copy"),
+                                  "minio", {"bucket": bucket, "prefix": "archive/", **s3_bucket["credentials"]})
+    first = run_connector_pipeline(connector_id)
+    assert {f["verified"] for f in first["metrics"]["files"]} == {"size (server-side copy)"}
+    for key, data in FILES.items():
+        assert fs.cat_file(f"{bucket}/archive/{key.removeprefix('in/')}") == data
+        assert fs.exists(f"{bucket}/{key}")  # copy keeps the source
+    again = run_connector_pipeline(connector_id)
+    assert again["metrics"]["files"] == [] and again["metrics"]["files_unchanged"] == 3
+    _fill(s3_bucket, {"in/new.csv": b"id\n9\n"})
+    third = run_connector_pipeline(connector_id)
+    assert [f["file_url"].rsplit("/", 1)[1] for f in third["metrics"]["files"]] == ["new.csv"]
+
+
+def test_s3_to_sftp_moves_files(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any],
+) -> None:
+    _fill(s3_bucket, FILES)
+    connector_id = make_connector(
+        "s3", _s3_source(s3_bucket),
+        "truenas", {"host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
+                    "password": "sftp-pass-123", "path": "/pool/dropbox", "known_hosts": sftp_server["known_hosts"]},
+    )
+    result = run_connector_pipeline(connector_id)
+    landed = Path(sftp_server["root"]) / "pool" / "dropbox"
+    assert (landed / "2024" / "q1" / "notes.txt").read_bytes() == FILES["in/2024/q1/notes.txt"]
+    assert (landed / "scan.bin").read_bytes() == FILES["in/scan.bin"]
+    assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/in/scan.bin")
+    assert "sftp-pass-123" not in str(get_run(result["run_id"]))
+
+
+def test_a_failed_upload_keeps_its_source_and_the_others_still_move(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any],
+) -> None:
+    _fill(s3_bucket, FILES)  # scan.bin (3 MB) is too big for the `flaky` user's disk
+    connector_id = make_connector(
+        "s3", _s3_source(s3_bucket),
+        "sftp", {"host": sftp_server["host"], "port": sftp_server["port"], "username": "flaky",
+                 "password": "sftp-pass-123", "path": "/flaky-drop", "known_hosts": sftp_server["known_hosts"]},
+    )
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    record = get_run(caught.value.result["run_id"])
+    assert record is not None and record["status"] == "failed"
+    assert "scan.bin" in record["log_summary"] and "1 file(s) failed" in record["log_summary"]
+    landed = Path(sftp_server["root"]) / "flaky-drop"
+    assert sorted(p.name for p in landed.rglob("*") if p.is_file()) == ["labs.csv", "notes.txt"]
+    assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/scan.bin") == FILES["in/scan.bin"]
+    assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/in/labs.csv")
