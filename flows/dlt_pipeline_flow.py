@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from typing import Any
@@ -100,7 +101,8 @@ def run_dlt_pipeline(config: dict[str, Any]) -> dict[str, Any]:
             "status": "failed",
             "rows_ingested": 0,
             "log_summary": mask_secrets(f"{label}: {explain(exc)}", secrets),
-            "metrics": {"duration_s": round(time.monotonic() - started, 3)},
+            "metrics": _masked({**getattr(exc, "metrics", {}), "duration_s": round(time.monotonic() - started, 3)},
+                               secrets),
         }
     summary = f"{label}: {outcome.summary}"
     if connector.warnings():
@@ -110,8 +112,13 @@ def run_dlt_pipeline(config: dict[str, Any]) -> dict[str, Any]:
         "status": "success",
         "rows_ingested": outcome.rows,
         "log_summary": mask_secrets(summary, secrets),
-        "metrics": {**outcome.metrics, "duration_s": round(time.monotonic() - started, 3)},
+        "metrics": _masked({**outcome.metrics, "duration_s": round(time.monotonic() - started, 3)}, secrets),
     }
+
+
+def _masked(metrics: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """Metrics with secrets masked: per-file errors quote library messages, which may quote anything."""
+    return dict(json.loads(mask_secrets(json.dumps(metrics, default=str), secrets)))
 
 
 @flow(name="run_connector_pipeline")

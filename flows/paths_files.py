@@ -60,11 +60,12 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     results: list[dict[str, Any]] = []
     report = ReadReport()
     copy_mode = source.transfer == "copy"
+    src_fs = open_filesystem(source)
     pipeline = dlt.pipeline(
         pipeline_name=f"connector_{connector.connector_id}",
         pipelines_dir=str(pipelines_dir()),
         destination=transfer_destination(
-            name, open_filesystem(source), dst_fs, root, results.append, move=not copy_mode, verify=source.verify,
+            name, src_fs, dst_fs, root, results.append, move=not copy_mode, verify=source.verify,
             part_size=options.get("part_size") or CHUNK,
             atomic_rename=getattr(target, "atomic_rename", True),
         ),
@@ -72,7 +73,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     )
     pipeline.sync_destination()
     before = copy.deepcopy(files_ledger(pipeline.state, MANIFESTS) or {})
-    resource = file_manifests(source.bucket_url(), source.file_pattern, fs=open_filesystem(source), report=report,
+    resource = file_manifests(source.bucket_url(), source.file_pattern, fs=src_fs, report=report,
                               skip_unchanged=copy_mode and not source.full_refresh)
     extract_info = pipeline.extract(resource)
     normalize_info = pipeline.normalize()
@@ -89,7 +90,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     if report.unchanged:
         summary += f"; {report.unchanged} unchanged file(s) already copied"
     if failed:
-        raise BadFilesError([_Failure(r["file_url"], r["error"]) for r in failed], summary)
+        raise BadFilesError([_Failure(r["file_url"], r["error"]) for r in failed], summary, metrics)
     return PathOutcome(rows=0, summary=summary, metrics=metrics)
 
 

@@ -117,7 +117,7 @@ def load_csv_files(
     metrics["row_counts"] = report.rows_by_table()
     bad = [f for f in report.files if f.status != "loaded"]
     if bad and source.on_bad_file == "fail":
-        raise BadFilesError(bad)
+        raise BadFilesError(bad, metrics=metrics)
     return PathOutcome(rows=report.rows, summary=_summary(source, target, report, disposition), metrics=metrics)
 
 

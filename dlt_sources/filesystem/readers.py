@@ -35,8 +35,9 @@ class CsvFileError(TerminalValueError):
 class BadFilesError(TerminalValueError):
     """Files of a run that failed to load, each listed with its error (the run's other files loaded)."""
 
-    def __init__(self, failures: list[Any], done: str | None = None) -> None:
+    def __init__(self, failures: list[Any], done: str | None = None, metrics: dict[str, Any] | None = None) -> None:
         self.failures = failures
+        self.metrics = metrics or {}  # every file's result, so a failed run's record still lists them all
         listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
         super().__init__(f"{len(failures)} file(s) failed: {listed}" + (f" ({done})" if done else ""))
 

@@ -226,6 +226,7 @@ def test_a_value_postgres_rejects_fails_the_file_and_is_retried_after_the_fix(
                                   "postgres", {**warehouse, "schema": schema_name})
     record = _failed(connector_id)
     assert "counts.csv" in record["log_summary"]
+    assert [(f["status"], f["rows"]) for f in record["metrics"]["files"]] == [("failed", 0)]
     assert 'invalid input syntax for type bigint: "lots"' in record["log_summary"]
     assert "at line 200002" in record["log_summary"]
 

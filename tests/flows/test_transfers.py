@@ -97,6 +97,9 @@ def test_a_failed_upload_keeps_its_source_and_the_others_still_move(
     record = get_run(caught.value.result["run_id"])
     assert record is not None and record["status"] == "failed"
     assert "scan.bin" in record["log_summary"] and "1 file(s) failed" in record["log_summary"]
+    files = record["metrics"]["files"]
+    statuses = {f["file_url"].rsplit("/", 1)[1]: (f["status"], bool(f.get("error"))) for f in files}
+    assert statuses == {"scan.bin": ("failed", True), "labs.csv": ("moved", False), "notes.txt": ("moved", False)}
     landed = Path(sftp_server["root"]) / "flaky-drop"
     assert sorted(p.name for p in landed.rglob("*") if p.is_file()) == ["labs.csv", "notes.txt"]
     assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/scan.bin") == FILES["in/scan.bin"]
