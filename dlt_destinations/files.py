@@ -1,14 +1,16 @@
-"""A dlt destination that delivers whole files through fsspec: local/NFS folders, S3 (and SFTP next).
+"""dlt destinations that deliver whole files: local/NFS folders, S3 and SFTP through fsspec, REST uploads.
 
-Its load items are small manifests (`local_path`, `file_name`, `rows`) that a resource yields after
-writing a file to local disk; the destination puts each file under its root with `atomic_put`, so a
-final name only ever holds a complete, size-checked file.
+`file_destination` takes manifests (`local_path`, `file_name`, `rows`) of files a resource wrote to
+local disk (query exports) and puts each under its root with `atomic_put`. `transfer_destination`
+takes manifests of source files (`file_url`, `relative_path`) and sends each to a `TransferTarget`
+(a filesystem, or a REST endpoint). Either way a final name only ever holds a complete, verified file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import dlt
 from dlt.common.destination import Destination
@@ -16,7 +18,7 @@ from dlt.common.destination.exceptions import DestinationTerminalException, Dest
 from fsspec import AbstractFileSystem
 
 from cai_common.files import atomic_put, safe_join
-from cai_common.transfer import transfer_file
+from cai_common.transfer import CHUNK, transfer_file
 
 
 class FileDeliveryError(DestinationTerminalException):
@@ -51,11 +53,48 @@ def file_destination(
     return factory()
 
 
+class TransferTarget(Protocol):
+    """Where a transfer puts files: a URL for each relative path, and a verified send."""
+
+    def location(self) -> str:
+        """Where files go, for summaries (a root URL or the endpoint)."""
+        ...
+
+    def url(self, relative_path: str) -> str:
+        """The file's URL at the destination (raises UnsafePathError for paths escaping the root)."""
+        ...
+
+    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
+        """Deliver one file; return {bytes, md5, verified}, or raise: nothing is then left at the destination."""
+        ...
+
+
+@dataclass(frozen=True)
+class FilesystemTarget:
+    """A folder, S3 prefix or SFTP directory, written by `transfer_file` (temp + rename or multipart)."""
+
+    fs: AbstractFileSystem
+    root: str
+    verify: Literal["hash", "size"] = "hash"
+    part_size: int = CHUNK
+    atomic_rename: bool = True
+
+    def location(self) -> str:
+        return str(self.fs.unstrip_protocol(self.root))
+
+    def url(self, relative_path: str) -> str:
+        return str(self.fs.unstrip_protocol(safe_join(self.root, relative_path)))
+
+    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
+        done = transfer_file(src_fs, file_url, self.fs, safe_join(self.root, relative_path), verify=self.verify,
+                             part_size=self.part_size, atomic_rename=self.atomic_rename)
+        return {"bytes": done.bytes, "md5": done.md5, "verified": done.verified}
+
+
 def transfer_destination(
-    name: str, src_fs: AbstractFileSystem, dst_fs: AbstractFileSystem, root: str, on_result: Delivered, *,
-    move: bool, verify: Literal["hash", "size"], part_size: int, atomic_rename: bool = True,
+    name: str, src_fs: AbstractFileSystem, target: TransferTarget, on_result: Delivered, *, move: bool,
 ) -> Destination:
-    """A dlt destination copying (or moving) each manifest's file to ``root/<relative_path>``.
+    """A dlt destination copying (or moving) each manifest's file to the target, at its relative path.
 
     Every file gets a result, {file_url, url, bytes, md5, verified, status, error}: one file failing
     does not stop the others. A moved file's source is deleted only after its copy was verified.
@@ -65,11 +104,8 @@ def transfer_destination(
         for item in items:
             result: dict[str, Any] = {"file_url": item["file_url"], "url": None, "bytes": 0, "status": "failed"}
             try:
-                final = safe_join(root, item["relative_path"])
-                result["url"] = dst_fs.unstrip_protocol(final)
-                done = transfer_file(src_fs, item["file_url"], dst_fs, final, verify=verify, part_size=part_size,
-                                     atomic_rename=atomic_rename)
-                result.update(bytes=done.bytes, md5=done.md5, verified=done.verified, status="copied")
+                result["url"] = target.url(item["relative_path"])
+                result.update(target.send(src_fs, item["file_url"], item["relative_path"]), status="copied")
                 if move:
                     src_fs.rm(item["file_url"])
                     result["status"] = "moved"

@@ -25,7 +25,7 @@ DATA_PATHS: dict[tuple[str, str], Callable[[ConnectorConfig], PathOutcome]] = {
     ("sql_database", "nfs"): query_to_files,
     ("sql_database", "s3"): query_to_files,
     ("sql_database", "sftp"): query_to_files,
-    **{(src, dst): files_transfer for src in ("filesystem", "s3") for dst in ("nfs", "s3", "sftp")},
+    **{(src, dst): files_transfer for src in ("filesystem", "s3") for dst in ("nfs", "s3", "sftp", "rest_api")},
 }
 """(canonical source type, canonical destination type) -> the path that runs it."""
 

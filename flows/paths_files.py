@@ -6,16 +6,19 @@ import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dlt
 import fsspec
+import requests
 from fsspec import AbstractFileSystem
 
 from cai_common import ConnectorConfigError
 from cai_common.transfer import CHUNK
-from dlt_destinations.files import file_destination, transfer_destination
+from dlt_destinations.files import FilesystemTarget, TransferTarget, file_destination, transfer_destination
 from dlt_destinations.nfs import NfsDestinationConfig
+from dlt_destinations.rest_api import RestApiDestinationConfig
+from dlt_destinations.rest_api.client import RestTarget
 from dlt_destinations.s3 import S3DestinationConfig
 from dlt_destinations.sftp import SftpDestinationConfig
 from dlt_destinations.sftp.client import open_sftp
@@ -48,15 +51,23 @@ def _file_target(connector: ConnectorConfig) -> tuple[str, AbstractFileSystem, s
     return "s3", fs, root, {"part_size": target.chunk_size_mb * 1024 * 1024, "multipart_above": 25 * 1024 * 1024}
 
 
+def _transfer_target(connector: ConnectorConfig, verify: Literal["hash", "size"]) -> tuple[str, TransferTarget]:
+    """(destination name, target) of a transfer: a filesystem written by transfer_file, or a REST endpoint."""
+    if isinstance(connector.destination, RestApiDestinationConfig):
+        return "rest_api", RestTarget(connector.destination, requests.Session())
+    name, fs, root, options = _file_target(connector)
+    return name, FilesystemTarget(fs, root, verify, options.get("part_size") or CHUNK,
+                                  getattr(connector.destination, "atomic_rename", True))
+
+
 def files_transfer(connector: ConnectorConfig) -> PathOutcome:
-    """Files of a folder or S3 prefix -> a folder, S3 prefix or SFTP directory, copied or moved, verified."""
+    """Files of a folder or S3 prefix -> a folder, S3 prefix, SFTP directory or REST endpoint; moved or copied."""
     source = connector.source
     assert isinstance(source, FilesystemSourceConfig | S3SourceConfig)
     if source.mode == "extract":
         problem = f"`extract` loads rows into a `postgres` destination, not `{connector.destination_type}`"
         raise ConnectorConfigError(connector.connector_id, "source", "mode", problem)
-    name, dst_fs, root, options = _file_target(connector)
-    target = connector.destination
+    name, target = _transfer_target(connector, source.verify)
     results: list[dict[str, Any]] = []
     report = ReadReport()
     copy_mode = source.transfer == "copy"
@@ -64,11 +75,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     pipeline = dlt.pipeline(
         pipeline_name=f"connector_{connector.connector_id}",
         pipelines_dir=str(pipelines_dir()),
-        destination=transfer_destination(
-            name, src_fs, dst_fs, root, results.append, move=not copy_mode, verify=source.verify,
-            part_size=options.get("part_size") or CHUNK,
-            atomic_rename=getattr(target, "atomic_rename", True),
-        ),
+        destination=transfer_destination(name, src_fs, target, results.append, move=not copy_mode),
         dataset_name="transfers",
     )
     pipeline.sync_destination()
@@ -86,7 +93,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
                    bytes_written=sum(r["bytes"] for r in results))
     done = len(results) - len(failed)
     summary = (f"{'copied' if copy_mode else 'moved'} {done} of {len(results)} file(s) "
-               f"({metrics['bytes_written']} bytes) to {dst_fs.unstrip_protocol(root)}")
+               f"({metrics['bytes_written']} bytes) to {target.location()}")
     if report.unchanged:
         summary += f"; {report.unchanged} unchanged file(s) already copied"
     if failed:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -223,3 +225,36 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         acceptor.close()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+@pytest.fixture
+def upload_server(httpserver: Any) -> Any:
+    """A real HTTP server (pytest-httpserver, werkzeug) recording every upload it receives.
+
+    `answers` is a list of (status, headers) replies used in order, then 201 for everything after.
+    Each recorded upload holds method, path, headers, form fields, files {field: (name, type, bytes)}
+    and, for raw bodies, the body.
+    """
+    from werkzeug import Request, Response
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.uploads: list[dict[str, Any]] = []
+            self.answers: list[tuple[int, dict[str, str]]] = []
+            self.url = httpserver.url_for("/upload")
+
+        def handle(self, request: Request) -> Response:
+            upload: dict[str, Any] = {"method": request.method, "path": request.path,
+                                      "headers": dict(request.headers)}
+            if request.mimetype == "multipart/form-data":
+                upload["form"] = dict(request.form)
+                upload["files"] = {k: (f.filename, f.mimetype, f.read()) for k, f in request.files.items()}
+            else:
+                upload["body"] = request.get_data()
+            self.uploads.append(upload)
+            status, headers = self.answers.pop(0) if self.answers else (201, {})
+            return Response("nope" if status >= 300 else '{"ok": true}', status=status, headers=headers)
+
+    recorder = Recorder()
+    httpserver.expect_request(re.compile("/.*")).respond_with_handler(recorder.handle)
+    return recorder

@@ -1,5 +1,6 @@
-"""The `rest_api` destination."""
+"""The `rest_api` destination: each file uploaded to an HTTP endpoint (spec 6.5)."""
 
+from dlt_destinations.rest_api.client import Uploaded, UploadRefused, upload_file
 from dlt_destinations.rest_api.configuration import RestApiDestinationConfig
 
-__all__ = ["RestApiDestinationConfig"]
+__all__ = ["RestApiDestinationConfig", "UploadRefused", "Uploaded", "upload_file"]

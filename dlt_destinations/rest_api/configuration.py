@@ -12,7 +12,7 @@ from cai_common import BaseConfig, FieldProblem
 class RestApiDestinationConfig(BaseConfig):
     """An HTTP endpoint that receives each file as multipart/form-data or a raw body."""
 
-    url: str = Field(..., pattern=r"^https?://", description="upload endpoint")
+    url: str = Field(..., pattern=r"^https?://", description="upload endpoint; may hold {file_name} / {relative_path}")
     method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method")
     auth_type: Literal["bearer_token", "api_key", "basic"] | None = Field(None, description="authentication")
     token: SecretStr | None = Field(None, description="bearer token (auth_type bearer_token)")
@@ -25,6 +25,10 @@ class RestApiDestinationConfig(BaseConfig):
     use_multipart: bool = Field(True, description="multipart/form-data, or the file as the raw body")
     content_type: str = Field("application/octet-stream", description="content type of the file part/body")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    attempts: int = Field(3, ge=1, le=10, description="tries per file on connection errors, 429 and 5xx")
+    retry_backoff_seconds: float = Field(1.0, ge=0, le=60, description="first retry delay, doubled each time")
+    connect_timeout: float = Field(30.0, gt=0, description="seconds to wait for a connection")
+    read_timeout: float = Field(300.0, gt=0, description="seconds to wait for the server's answer")
 
     @model_validator(mode="after")
     def _auth_fields(self) -> Self:

@@ -104,3 +104,47 @@ def test_a_failed_upload_keeps_its_source_and_the_others_still_move(
     assert sorted(p.name for p in landed.rglob("*") if p.is_file()) == ["labs.csv", "notes.txt"]
     assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/scan.bin") == FILES["in/scan.bin"]
     assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/in/labs.csv")
+
+
+def test_s3_to_rest_uploads_each_file_as_multipart_and_moves_it(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], upload_server: Any,
+) -> None:
+    _fill(s3_bucket, FILES)
+    connector_id = make_connector(
+        "s3", _s3_source(s3_bucket),
+        "rest_api", {"url": upload_server.url, "auth_type": "bearer_token", "token": "tok-secret-77",
+                     "additional_fields": {"projectName": "PROJ1"}},
+    )
+    result = run_connector_pipeline(connector_id)
+    sent = {u["files"]["file"][0]: u for u in upload_server.uploads}
+    assert sorted(sent) == ["2024/q1/notes.txt", "labs.csv", "scan.bin"]
+    for key, data in FILES.items():
+        upload = sent[key.removeprefix("in/")]
+        assert upload["files"]["file"][2] == data and upload["form"] == {"projectName": "PROJ1"}
+        assert upload["headers"]["Authorization"] == "Bearer tok-secret-77"
+        assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/{key}")  # moved after a 2xx
+    files = {f["file_url"].rsplit("/", 1)[1]: f for f in result["metrics"]["files"]}
+    assert files["scan.bin"]["status"] == "moved" and files["scan.bin"]["verified"] == "size, HTTP 201"
+    assert files["scan.bin"]["md5"] == hashlib.md5(FILES["in/scan.bin"]).hexdigest()
+    assert "moved 3 of 3 file(s)" in result["log_summary"]
+    assert "tok-secret-77" not in str(result)
+
+
+def test_s3_to_rest_failing_server_keeps_every_source_and_fails_the_run(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], upload_server: Any,
+) -> None:
+    _fill(s3_bucket, {"in/a.csv": b"id\n1\n", "in/b.csv": b"id\n2\n"})
+    upload_server.answers = [(503, {})] * 3 + [(403, {})]  # a.csv: 3 x 503; b.csv: 403 at once
+    connector_id = make_connector(
+        "s3", _s3_source(s3_bucket),
+        "rest_api", {"url": upload_server.url, "use_multipart": False, "retry_backoff_seconds": 0.01},
+    )
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    record = get_run(caught.value.result["run_id"])
+    assert record is not None and record["status"] == "failed" and "2 file(s) failed" in record["log_summary"]
+    errors = {f["file_url"].rsplit("/", 1)[1]: f["error"] for f in record["metrics"]["files"]}
+    assert "failed after 3 attempts" in errors["a.csv"] and "HTTP 403" in errors["b.csv"]
+    assert len(upload_server.uploads) == 4
+    assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/a.csv") == b"id\n1\n"
+    assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/b.csv") == b"id\n2\n"
