@@ -158,8 +158,9 @@ def s3_bucket(s3_endpoint: str) -> Iterator[dict[str, object]]:
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """A real SFTP server over TCP on loopback (asyncssh, in a daemon thread with its own loop).
 
-    Users: `loader` / password `sftp-pass-123`, `keyuser` with the generated client key, and `flaky`
-    (same password) whose writes fail past 1 MB. Each login lands chrooted in `root`. Yields host,
+    Users: `loader` / password `sftp-pass-123`, `keyuser` with the generated client key, and with the
+    same password `flaky` (writes fail past 1 MB), `plainrename` (no posix-rename extension) and
+    `norename` (no rename at all). Each login lands chrooted in `root`. Yields host,
     port, root, a known_hosts file naming the server's key, the client key path and the host key line.
     """
     import asyncio
@@ -187,7 +188,7 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             return True
 
         def validate_password(self, username: str, password: str) -> bool:
-            return username in ("loader", "flaky") and password == "sftp-pass-123"
+            return username in ("loader", "flaky", "norename", "plainrename") and password == "sftp-pass-123"
 
         def public_key_auth_supported(self) -> bool:
             return True
@@ -200,9 +201,23 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
                 raise asyncssh.SFTPFailure("No space left on device")
             return super().write(file_obj, offset, data)
 
+    class PlainRenameOnly(asyncssh.SFTPServer):
+        """The `plainrename` user's session: SFTP v3 rename only, no posix-rename extension."""
+
+        def posix_rename(self, oldpath: bytes, newpath: bytes) -> object:
+            raise asyncssh.SFTPOpUnsupported("posix-rename not supported")
+
+    class NoRename(PlainRenameOnly):
+        """The `norename` user's session: no rename at all, like MinIO's SFTP gateway."""
+
+        def rename(self, oldpath: bytes, newpath: bytes) -> object:
+            raise asyncssh.SFTPOpUnsupported("rename not supported")
+
+    sessions = {"flaky": DiskFillsUp, "plainrename": PlainRenameOnly, "norename": NoRename}
+
     def sftp_session(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
-        flaky = chan.get_extra_info("username") == "flaky"
-        return (DiskFillsUp if flaky else asyncssh.SFTPServer)(chan, chroot=str(root))
+        session = sessions.get(chan.get_extra_info("username"), asyncssh.SFTPServer)
+        return session(chan, chroot=str(root))
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -25,6 +25,47 @@ class SftpLoginRefused(PermissionError):
     """The server refused the configured user's password or key."""
 
 
+class RenameUnsupported(OSError):
+    """The server cannot rename files (MinIO's SFTP gateway, some NAS setups)."""
+
+
+class SftpFileSystem(SSHFileSystem):
+    """sshfs whose `mv` is a real rename or an error, never sshfs' copy-then-delete fallback.
+
+    A copy-then-delete would expose a half-written final file, which is what the temp name is for.
+    posix-rename (atomic, replaces) is tried first; then plain SFTP rename, after removing an
+    existing target. A server refusing both gets RenameUnsupported, naming `"atomic_rename": false`.
+    """
+
+    def __init__(self, host: str, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.server = f"{host}:{kwargs.get('port', 22)}"
+
+    async def _mv(self, lpath: str, rpath: str, **kwargs: Any) -> None:
+        async with self._pool.get() as channel:
+            try:
+                await channel.posix_rename(lpath, rpath)
+                return
+            except asyncssh.SFTPOpUnsupported:
+                pass
+            except asyncssh.SFTPError as exc:
+                raise _cannot_rename(self.server, exc) from exc
+            try:
+                if await channel.exists(rpath):
+                    await channel.remove(rpath)
+                await channel.rename(lpath, rpath)
+            except asyncssh.SFTPError as exc:
+                raise _cannot_rename(self.server, exc) from exc
+
+
+def _cannot_rename(server: str, exc: asyncssh.SFTPError) -> RenameUnsupported:
+    return RenameUnsupported(
+        f"sftp server {server} cannot rename the temp file into place ({exc.reason}); if this server never "
+        'renames (MinIO\'s SFTP gateway, some NAS setups), set "atomic_rename": false in the destination '
+        "config to write files in place (a failed transfer then removes its partial file)"
+    )
+
+
 def _known_hosts_path(config: SftpDestinationConfig) -> Path:
     return Path(config.known_hosts).expanduser() if config.known_hosts else Path("~/.ssh/known_hosts").expanduser()
 
@@ -52,7 +93,7 @@ def _listed(config: SftpDestinationConfig, path: Path) -> bool:
     return any(line.split(" ", 1)[0] == host for line in path.read_text(encoding="utf-8").splitlines())
 
 
-def open_sftp(config: SftpDestinationConfig) -> SSHFileSystem:
+def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
     """An sshfs filesystem logged in with the config's password or key, the host key verified.
 
     Raises:
@@ -77,7 +118,7 @@ def open_sftp(config: SftpDestinationConfig) -> SSHFileSystem:
         options["client_keys"] = []  # no keys from ~/.ssh or an agent: only what the config names
     options["agent_path"] = None
     try:
-        return SSHFileSystem(config.host, **options)
+        return SftpFileSystem(config.host, **options)
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyRefused(
             f"sftp server {config.host}:{config.port}: host key not trusted ({exc.reason}); add it to "

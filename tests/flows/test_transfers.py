@@ -148,3 +148,60 @@ def test_s3_to_rest_failing_server_keeps_every_source_and_fails_the_run(
     assert len(upload_server.uploads) == 4
     assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/a.csv") == b"id\n1\n"
     assert s3_bucket["fs"].cat_file(f"{s3_bucket['bucket']}/in/b.csv") == b"id\n2\n"
+
+
+def _sftp(sftp_server: dict[str, Any], user: str, path: str, **extra: Any) -> dict[str, Any]:
+    return {"host": sftp_server["host"], "port": sftp_server["port"], "username": user,
+            "password": "sftp-pass-123", "path": path, "known_hosts": sftp_server["known_hosts"], **extra}
+
+
+def test_an_sftp_server_that_cannot_rename_is_named_and_atomic_rename_false_writes_in_place(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any],
+) -> None:
+    _fill(s3_bucket, {"in/a.csv": b"id\n1\n"})
+    landed = Path(sftp_server["root"]) / "gateway"
+    refused = make_connector("s3", _s3_source(s3_bucket), "sftp", _sftp(sftp_server, "norename", "/gateway"))
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(refused)
+    [failure] = caught.value.result["metrics"]["files"]
+    assert "RenameUnsupported" in failure["error"] and '"atomic_rename": false' in failure["error"]
+    assert [p.name for p in landed.iterdir()] == []  # neither the temp file nor a final one
+    assert s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/in/a.csv")
+    in_place = make_connector("s3", _s3_source(s3_bucket), "sftp",
+                              _sftp(sftp_server, "norename", "/gateway", atomic_rename=False))
+    result = run_connector_pipeline(in_place)
+    assert (landed / "a.csv").read_bytes() == b"id\n1\n" and result["metrics"]["files"][0]["status"] == "moved"
+
+
+def test_an_sftp_server_without_posix_rename_gets_a_plain_rename_replacing_the_old_file(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any],
+) -> None:
+    landed = Path(sftp_server["root"]) / "v3"
+    landed.mkdir()
+    (landed / "a.csv").write_bytes(b"old\n")
+    _fill(s3_bucket, {"in/a.csv": b"id\n1\n"})
+    connector_id = make_connector("s3", _s3_source(s3_bucket), "sftp", _sftp(sftp_server, "plainrename", "/v3"))
+    run_connector_pipeline(connector_id)
+    assert [p.name for p in landed.iterdir()] == ["a.csv"] and (landed / "a.csv").read_bytes() == b"id\n1\n"
+
+
+def test_object_keys_escaping_the_destination_root_are_refused_and_kept(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], tmp_path: Path,
+) -> None:
+    import boto3
+
+    creds = s3_bucket["credentials"]
+    client = boto3.client("s3", endpoint_url=creds["endpoint_url"], aws_access_key_id=creds["aws_access_key_id"],
+                          aws_secret_access_key=creds["aws_secret_access_key"], region_name="us-east-1")
+    for key in ("in/../../escape.csv", "in/ok.csv"):  # boto3 sends keys as they are
+        client.put_object(Bucket=s3_bucket["bucket"], Key=key, Body=b"id\n1\n")
+    out = tmp_path / "deep" / "nfs"
+    connector_id = make_connector("s3", _s3_source(s3_bucket), "nfs", {"path": str(out)})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    results = {f["file_url"].split("/in/", 1)[1]: f for f in caught.value.result["metrics"]["files"]}
+    assert results["ok.csv"]["status"] == "moved"
+    bad = results["../../escape.csv"]
+    assert bad["status"] == "failed" and "UnsafePathError" in bad["error"] and "would escape" in bad["error"]
+    assert client.get_object(Bucket=s3_bucket["bucket"], Key="in/../../escape.csv")["Body"].read() == b"id\n1\n"
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["deep/nfs/ok.csv"]
