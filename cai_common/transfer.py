@@ -18,8 +18,11 @@ from typing import Any, Literal
 
 from fsspec import AbstractFileSystem
 
-# 8 MB: S3's part size floor is 5 MB; larger chunks gain little and cost memory per transfer.
-CHUNK = 8 * 1024 * 1024
+# Reads: 4 MB pieces. Measured moving 300 MB from S3 (moto) to a folder, peak RSS over the imports
+# was +46 MB with 8 MB reads, +29 MB with 4 MB, +21 MB with 2 MB; 4 MB keeps ranged GETs few.
+CHUNK = 4 * 1024 * 1024
+# Writes to S3: 8 MB multipart parts unless the destination's `chunk_size_mb` says otherwise (floor 5 MB).
+PART_SIZE = 8 * 1024 * 1024
 
 
 class VerificationError(OSError):
@@ -53,9 +56,52 @@ def same_s3_endpoint(a: AbstractFileSystem, b: AbstractFileSystem) -> bool:
     return bool(where(a) == where(b))
 
 
+class S3ObjectStream:
+    """A whole S3 object read through one streaming GET, in pieces of the caller's size.
+
+    s3fs's file objects send a ranged GET per read; one request per object is cheaper on every S3
+    (and on moto, whose ranged GETs cost time in proportion to the object's size). The response's
+    Content-Length is checked at the end by aiobotocore.
+    """
+
+    def __init__(self, fs: Any, path: str) -> None:
+        from fsspec.asyn import sync
+
+        self._sync, self._loop = sync, fs.loop
+        bucket, key, version = fs.split_path(path)
+        response = sync(fs.loop, fs._call_s3, "get_object", Bucket=bucket, Key=key,
+                        **({"VersionId": version} if version else {}))
+        self._body = response["Body"]
+
+    def read(self, size: int) -> bytes:
+        async def fill() -> bytes:
+            pieces, got = [], 0
+            while got < size and (piece := await self._body.read(size - got)):
+                pieces.append(piece)
+                got += len(piece)
+            return b"".join(pieces)
+
+        return bytes(self._sync(self._loop, fill))
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> S3ObjectStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_read(fs: AbstractFileSystem, path: str) -> Any:
+    """Open for streaming reads: one GET per object on S3, the filesystem's own block size elsewhere
+    (SFTP servers cap a read request's size; sshfs negotiates it when left alone)."""
+    return S3ObjectStream(fs, path) if is_object_store(fs) else fs.open(path, "rb")
+
+
 def _md5_of(fs: AbstractFileSystem, path: str) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    with fs.open(path, "rb", block_size=CHUNK) as f:
+    with open_read(fs, path) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -63,7 +109,7 @@ def _md5_of(fs: AbstractFileSystem, path: str) -> str:
 
 def transfer_file(
     src_fs: AbstractFileSystem, src_path: str, dst_fs: AbstractFileSystem, final_path: str, *,
-    verify: Literal["hash", "size"] = "hash", part_size: int = CHUNK, atomic_rename: bool = True,
+    verify: Literal["hash", "size"] = "hash", part_size: int = PART_SIZE, atomic_rename: bool = True,
 ) -> Transferred:
     """Copy ``src_path`` to ``final_path``; on any failure nothing is left under the final name.
 
@@ -93,7 +139,7 @@ def transfer_file(
     size = 0
     out = dst_fs.open(target, "wb", block_size=part_size) if is_object_store(dst_fs) else dst_fs.open(target, "wb")
     try:
-        with src_fs.open(src_path, "rb", block_size=CHUNK) as source:
+        with open_read(src_fs, src_path) as source:
             while chunk := source.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)

@@ -18,7 +18,7 @@ from dlt.common.destination.exceptions import DestinationTerminalException, Dest
 from fsspec import AbstractFileSystem
 
 from cai_common.files import atomic_put, safe_join
-from cai_common.transfer import CHUNK, transfer_file
+from cai_common.transfer import PART_SIZE, transfer_file
 
 
 class FileDeliveryError(DestinationTerminalException):
@@ -76,7 +76,7 @@ class FilesystemTarget:
     fs: AbstractFileSystem
     root: str
     verify: Literal["hash", "size"] = "hash"
-    part_size: int = CHUNK
+    part_size: int = PART_SIZE
     atomic_rename: bool = True
 
     def location(self) -> str:

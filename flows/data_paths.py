@@ -7,16 +7,31 @@ pipeline named `connector_<id>`; the paths live in `paths_postgres` (rows into t
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from cai_common import UnsupportedPathError
 from flows.connector_config import ConnectorConfig
-from flows.paths_files import files_transfer, query_to_files
-from flows.paths_postgres import files_to_postgres, load_csv_files, query_to_postgres
 from flows.pipelines import PathOutcome, pipelines_dir
 
-__all__ = ["DATA_PATHS", "PathOutcome", "data_path_for", "load_csv_files", "pipelines_dir"]
+__all__ = ["DATA_PATHS", "PathOutcome", "data_path_for", "pipelines_dir"]
 
+
+def _path(module: str, name: str) -> Callable[[ConnectorConfig], PathOutcome]:
+    """A path imported when a connector first runs it: a transfer never loads pyarrow or connectorx."""
+
+    def run(connector: ConnectorConfig) -> PathOutcome:
+        path: Callable[[ConnectorConfig], PathOutcome] = getattr(importlib.import_module(module), name)
+        return path(connector)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+files_to_postgres = _path("flows.paths_postgres", "files_to_postgres")
+query_to_postgres = _path("flows.paths_postgres", "query_to_postgres")
+query_to_files = _path("flows.paths_files", "query_to_files")
+files_transfer = _path("flows.paths_transfers", "files_transfer")
 
 DATA_PATHS: dict[tuple[str, str], Callable[[ConnectorConfig], PathOutcome]] = {
     ("filesystem", "postgres"): files_to_postgres,

@@ -11,7 +11,8 @@ from dlt.common.storages.fsspec_filesystem import glob_files
 from dlt_destinations.postgres import PostgresDestinationConfig
 from dlt_sources.filesystem import FilesystemSourceConfig, S3SourceConfig, open_filesystem
 from dlt_sources.filesystem.staging import Progress
-from flows.data_paths import PathOutcome, load_csv_files
+from flows.paths_postgres import load_csv_files
+from flows.pipelines import PathOutcome
 
 _GLOB_CHARS = set("*?[")
 

@@ -24,6 +24,7 @@ import requests
 from fsspec import AbstractFileSystem
 
 from cai_common.files import safe_join
+from cai_common.transfer import open_read
 from dlt_destinations.rest_api.configuration import RestApiDestinationConfig
 
 CHUNK = 1024 * 1024
@@ -183,7 +184,7 @@ class RestTarget:
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
         self.url(relative_path)  # refuses unsafe paths before anything is read
         size = src_fs.size(file_url)
-        done = upload_file(self.config, lambda: src_fs.open(file_url, "rb", block_size=CHUNK), size,
+        done = upload_file(self.config, lambda: open_read(src_fs, file_url), size,
                            relative_path, session=self.session)
         return {"bytes": done.bytes, "md5": done.md5, "verified": f"size, HTTP {done.status}",
                 "attempts": done.attempts}

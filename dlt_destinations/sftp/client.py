@@ -37,9 +37,14 @@ class SftpFileSystem(SSHFileSystem):
     existing target. A server refusing both gets RenameUnsupported, naming `"atomic_rename": false`.
     """
 
+    protocol = ("sftp", "ssh")  # sshfs leaves its class's protocol as fsspec's "abstract"
+
     def __init__(self, host: str, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
         self.server = f"{host}:{kwargs.get('port', 22)}"
+
+    def unstrip_protocol(self, name: str) -> str:
+        return f"sftp://{self.server}/{self._strip_protocol(name).lstrip('/')}"
 
     async def _mv(self, lpath: str, rpath: str, **kwargs: Any) -> None:
         async with self._pool.get() as channel:

@@ -1,10 +1,41 @@
-"""File sources: folders and S3 prefixes listed by dlt's filesystem resource, CSVs loaded incrementally."""
+"""File sources: folders and S3 prefixes listed by dlt's filesystem resource, CSVs loaded incrementally.
+
+Config, reports and errors load at once; the CSV readers (pyarrow) load on first use, so a file
+transfer never pays for them (about 30 MB of resident memory).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from dlt_sources.filesystem.client import open_filesystem
 from dlt_sources.filesystem.configuration import CsvOptions, FileSourceOptions, FilesystemSourceConfig, S3SourceConfig
-from dlt_sources.filesystem.readers import BadFilesError, CsvFileError, read_csv_batches, table_name_for
-from dlt_sources.filesystem.resource import LEDGER_KEY, RESOURCE_NAME, FileReport, ReadReport, csv_tables
-from dlt_sources.filesystem.staging import stage_csv, supports_fast_path
+from dlt_sources.filesystem.reports import (
+    LEDGER_KEY,
+    RESOURCE_NAME,
+    BadFilesError,
+    CsvFileError,
+    FileReport,
+    ReadReport,
+)
+
+if TYPE_CHECKING:
+    from dlt_sources.filesystem.readers import read_csv_batches, table_name_for
+    from dlt_sources.filesystem.resource import csv_tables
+    from dlt_sources.filesystem.staging import stage_csv, supports_fast_path
+
+_LAZY = {
+    "read_csv_batches": "readers", "table_name_for": "readers", "csv_tables": "resource",
+    "stage_csv": "staging", "supports_fast_path": "staging",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BadFilesError",

@@ -16,7 +16,7 @@ from dlt.extract.resource import DltResource
 from dlt.sources.filesystem import filesystem
 from fsspec import AbstractFileSystem
 
-from dlt_sources.filesystem.resource import LEDGER_KEY, ReadReport, _stamp
+from dlt_sources.filesystem.reports import LEDGER_KEY, ReadReport, stamp
 
 MANIFESTS = "file_manifests"
 
@@ -30,13 +30,13 @@ def file_manifests(
     def manifests(files: list[FileItemDict]) -> Iterator[dict[str, Any]]:
         ledger: dict[str, Any] = dlt.current.resource_state().setdefault(LEDGER_KEY, {})
         for file in files:
-            stamp = _stamp(file)
-            if skip_unchanged and ledger.get(file["file_url"]) == stamp:
+            version = stamp(file)
+            if skip_unchanged and ledger.get(file["file_url"]) == version:
                 report.unchanged += 1
                 continue
             if skip_unchanged:
-                report.stamps[file["file_url"]] = ledger[file["file_url"]] = stamp
+                report.stamps[file["file_url"]] = ledger[file["file_url"]] = version
             yield {"file_url": file["file_url"], "relative_path": file["relative_path"],
-                   "size": file["size_in_bytes"], "modified": stamp["modified"]}
+                   "size": file["size_in_bytes"], "modified": version["modified"]}
 
     return listing | dlt.transformer(name=MANIFESTS)(manifests)

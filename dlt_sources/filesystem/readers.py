@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from dlt.common.exceptions import TerminalValueError
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 
 from dlt_sources.filesystem.configuration import CsvOptions
+from dlt_sources.filesystem.reports import CsvFileError
 
 # Arrow-path block size: 2 MB blocks make ~12k-row batches. Measured on a 315 MB file, pyarrow's
 # streaming reader peaked at 169 MB RSS with 2 MB blocks and 335-391 MB with 8 MB ones.
@@ -21,25 +21,6 @@ BLOCK_SIZE = 2 * 1024 * 1024
 _NAMING = SnakeCaseNaming()
 
 ENCODINGS = {"utf-8": "utf8", "utf-8-sig": "utf8", "latin-1": "latin1"}
-
-
-class CsvFileError(TerminalValueError):
-    """A CSV file that cannot be read (bad encoding, wrong column count, empty)."""
-
-    def __init__(self, file_url: str, problem: str) -> None:
-        self.file_url = file_url
-        self.problem = problem
-        super().__init__(f"file `{file_url}`: {problem}")
-
-
-class BadFilesError(TerminalValueError):
-    """Files of a run that failed to load, each listed with its error (the run's other files loaded)."""
-
-    def __init__(self, failures: list[Any], done: str | None = None, metrics: dict[str, Any] | None = None) -> None:
-        self.failures = failures
-        self.metrics = metrics or {}  # every file's result, so a failed run's record still lists them all
-        listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
-        super().__init__(f"{len(failures)} file(s) failed: {listed}" + (f" ({done})" if done else ""))
 
 
 def table_name_for(file_name: str) -> str:

@@ -9,7 +9,6 @@ destination. Each file goes by the fast path (streamed into the load package for
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,61 +21,9 @@ from dlt.sources.filesystem import filesystem
 from fsspec import AbstractFileSystem
 
 from dlt_sources.filesystem.configuration import CsvOptions
-from dlt_sources.filesystem.readers import CsvFileError, TableTypes, read_csv_batches, table_name_for
+from dlt_sources.filesystem.readers import TableTypes, read_csv_batches, table_name_for
+from dlt_sources.filesystem.reports import LEDGER_KEY, RESOURCE_NAME, CsvFileError, FileReport, ReadReport, stamp
 from dlt_sources.filesystem.staging import Progress, stage_csv, supports_fast_path
-
-LEDGER_KEY = "files"
-"""Resource-state key of the ledger of loaded files."""
-
-RESOURCE_NAME = "csv_rows"
-
-
-@dataclass
-class FileReport:
-    """What happened to one source file in a run; lands in the run's metrics."""
-
-    file_url: str
-    table: str
-    size_bytes: int | None
-    rows: int = 0
-    status: Literal["loaded", "failed", "skipped"] = "loaded"
-    error: str | None = None
-    path: Literal["copy", "arrow"] = "copy"
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON metrics."""
-        return asdict(self)
-
-
-@dataclass
-class ReadReport:
-    """Per-file reports of one extraction, filled while dlt pulls the resource."""
-
-    files: list[FileReport] = field(default_factory=list)
-    unchanged: int = 0
-    stamps: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def rows(self) -> int:
-        """Rows of the files that loaded."""
-        return sum(f.rows for f in self.files if f.status == "loaded")
-
-    def rows_by_table(self) -> dict[str, int]:
-        """Rows loaded into each table."""
-        tables: dict[str, int] = {}
-        for f in self.files:
-            if f.status == "loaded":
-                tables[f.table] = tables.get(f.table, 0) + f.rows
-        return tables
-
-    def files_of(self, tables: set[str]) -> list[FileReport]:
-        """Reports of the files that fed any of these tables."""
-        return [f for f in self.files if f.table in tables]
-
-
-def _stamp(file: FileItemDict) -> dict[str, Any]:
-    """What identifies a file's version: modification date and size."""
-    return {"modified": str(file["modification_date"]), "size": file["size_in_bytes"]}
 
 
 def csv_tables(
@@ -143,8 +90,8 @@ def csv_tables(
     def csv_rows(files: list[FileItemDict]) -> Iterator[Any]:
         ledger: dict[str, Any] = dlt.current.resource_state().setdefault(LEDGER_KEY, {})
         for file in files:
-            stamp = _stamp(file)
-            if not full_refresh and ledger.get(file["file_url"]) == stamp:
+            version = stamp(file)
+            if not full_refresh and ledger.get(file["file_url"]) == version:
                 report.unchanged += 1
                 continue
             table = table_name or table_name_for(file["file_name"])
@@ -158,6 +105,6 @@ def csv_tables(
                 if on_bad_file == "fail":
                     raise
                 continue
-            report.stamps[file["file_url"]] = ledger[file["file_url"]] = stamp
+            report.stamps[file["file_url"]] = ledger[file["file_url"]] = version
 
     return listing | dlt.transformer(name=RESOURCE_NAME)(csv_rows)

@@ -1,43 +1,33 @@
-"""PostgreSQL query source: a read-only SELECT streamed as Arrow batches (connectorx, psycopg fallback)."""
+"""PostgreSQL query source: a read-only SELECT streamed as Arrow batches (connectorx, psycopg fallback).
+
+The config loads at once; the readers (connectorx, pyarrow, sqlglot) load on first use, so paths
+that never run a query never pay for them.
+"""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
-import dlt
-from dlt.extract.resource import DltResource
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
-from dlt_sources.sql_database.export import csv_file_name, export_csv
-from dlt_sources.sql_database.guard import ensure_read_only_query
-from dlt_sources.sql_database.readers import QueryError, QueryReport, query_batches
+
+if TYPE_CHECKING:
+    from dlt_sources.sql_database.export import csv_file_name, export_csv
+    from dlt_sources.sql_database.guard import ensure_read_only_query
+    from dlt_sources.sql_database.readers import QueryError, QueryReport, query_batches
+    from dlt_sources.sql_database.resources import query_csv_file, query_rows
+
+_LAZY = {
+    "csv_file_name": "export", "export_csv": "export", "ensure_read_only_query": "guard",
+    "QueryError": "readers", "QueryReport": "readers", "query_batches": "readers",
+    "query_csv_file": "resources", "query_rows": "resources",
+}
 
 
-def query_csv_file(
-    config: SqlDatabaseSourceConfig, workdir: Path, file_name: str, report: QueryReport,
-    connector_id: int | None = None,
-) -> DltResource:
-    """A dlt resource that exports the query to a local CSV and yields its manifest for a file destination."""
-
-    def exported_files() -> object:
-        workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / f"{uuid.uuid4().hex}.csv"
-        size = export_csv(config, path, report, connector_id)
-        yield {"local_path": str(path), "file_name": file_name, "rows": report.rows, "bytes": size}
-
-    return dlt.resource(exported_files, name="exported_files")
-
-
-def query_rows(
-    config: SqlDatabaseSourceConfig, table_name: str, report: QueryReport, connector_id: int | None = None
-) -> DltResource:
-    """A dlt resource yielding the query's rows as Arrow batches into ``table_name``."""
-
-    def rows() -> object:
-        yield from query_batches(config, report, connector_id)
-
-    return dlt.resource(rows, name=table_name)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

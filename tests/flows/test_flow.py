@@ -177,14 +177,13 @@ def test_unreachable_destination_fails_without_leaking_its_password(
     assert secret not in str(record["metrics"])
 
 
-def test_unsupported_pair_fails_listing_the_supported_paths(
-    make_connector: Callable[..., int], incoming: Path
-) -> None:
+def test_unsupported_pair_fails_listing_the_supported_paths(make_connector: Callable[..., int]) -> None:
     connector_id = make_connector(
-        "filesystem", {"path": str(incoming)}, "rest_api", {"url": "http://127.0.0.1:9/upload"}
+        "postgres", {"connection_string": "postgresql://u:p@127.0.0.1:9/db", "query": "SELECT 1"},
+        "rest_api", {"url": "http://127.0.0.1:9/upload"},
     )
     record = _failed(connector_id)
-    assert "no data path from source `filesystem` to destination `rest_api`" in record["log_summary"]
+    assert "no data path from source `sql_database` to destination `rest_api`" in record["log_summary"]
     assert "filesystem -> postgres" in record["log_summary"]
 
 

@@ -27,7 +27,7 @@ def _fill(s3: dict[str, Any], files: dict[str, bytes]) -> None:
 
 
 FILES = {"in/labs.csv": b"id,value\n1,2.5\n", "in/2024/q1/notes.txt": "Zoë's notes\n".encode(),
-         "in/scan.bin": os.urandom(3 * 1024 * 1024)}
+         "in/scan.bin": os.urandom(9 * 1024 * 1024)}  # above SFTP's 4 MB packet limit
 
 
 def test_s3_to_folder_moves_verified_files_keeping_relative_paths(
@@ -86,7 +86,7 @@ def test_s3_to_sftp_moves_files(
 def test_a_failed_upload_keeps_its_source_and_the_others_still_move(
     make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any],
 ) -> None:
-    _fill(s3_bucket, FILES)  # scan.bin (3 MB) is too big for the `flaky` user's disk
+    _fill(s3_bucket, FILES)  # scan.bin (9 MB) is too big for the `flaky` user's disk
     connector_id = make_connector(
         "s3", _s3_source(s3_bucket),
         "sftp", {"host": sftp_server["host"], "port": sftp_server["port"], "username": "flaky",

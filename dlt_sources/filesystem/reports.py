@@ -1,0 +1,85 @@
+"""What a file source run did, file by file, and the errors it raises; no pyarrow needed here.
+
+The ledger key and file stamps are shared by CSV loading (`resource`) and transfers (`manifests`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from dlt.common.exceptions import TerminalValueError
+from dlt.common.storages.fsspec_filesystem import FileItemDict
+
+
+class CsvFileError(TerminalValueError):
+    """A CSV file that cannot be read (bad encoding, wrong column count, empty)."""
+
+    def __init__(self, file_url: str, problem: str) -> None:
+        self.file_url = file_url
+        self.problem = problem
+        super().__init__(f"file `{file_url}`: {problem}")
+
+
+class BadFilesError(TerminalValueError):
+    """Files of a run that failed to load, each listed with its error (the run's other files loaded)."""
+
+    def __init__(self, failures: list[Any], done: str | None = None, metrics: dict[str, Any] | None = None) -> None:
+        self.failures = failures
+        self.metrics = metrics or {}  # every file's result, so a failed run's record still lists them all
+        listed = "; ".join(f"file `{f.file_url}`: {f.error}" for f in failures)
+        super().__init__(f"{len(failures)} file(s) failed: {listed}" + (f" ({done})" if done else ""))
+
+
+LEDGER_KEY = "files"
+"""Resource-state key of the ledger of loaded files."""
+
+RESOURCE_NAME = "csv_rows"
+
+
+@dataclass
+class FileReport:
+    """What happened to one source file in a run; lands in the run's metrics."""
+
+    file_url: str
+    table: str
+    size_bytes: int | None
+    rows: int = 0
+    status: Literal["loaded", "failed", "skipped"] = "loaded"
+    error: str | None = None
+    path: Literal["copy", "arrow"] = "copy"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON metrics."""
+        return asdict(self)
+
+
+@dataclass
+class ReadReport:
+    """Per-file reports of one extraction, filled while dlt pulls the resource."""
+
+    files: list[FileReport] = field(default_factory=list)
+    unchanged: int = 0
+    stamps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the files that loaded."""
+        return sum(f.rows for f in self.files if f.status == "loaded")
+
+    def rows_by_table(self) -> dict[str, int]:
+        """Rows loaded into each table."""
+        tables: dict[str, int] = {}
+        for f in self.files:
+            if f.status == "loaded":
+                tables[f.table] = tables.get(f.table, 0) + f.rows
+        return tables
+
+    def files_of(self, tables: set[str]) -> list[FileReport]:
+        """Reports of the files that fed any of these tables."""
+        return [f for f in self.files if f.table in tables]
+
+
+def stamp(file: FileItemDict) -> dict[str, Any]:
+    """What identifies a file's version: modification date and size."""
+    return {"modified": str(file["modification_date"]), "size": file["size_in_bytes"]}

@@ -1,0 +1,82 @@
+"""File transfers: files of a folder or S3 prefix moved or copied, verified, to a folder, S3, SFTP or REST.
+
+Imports nothing of the CSV readers or the query source (pyarrow, connectorx): a transfer process
+holds only what moves bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dlt
+import requests
+
+from cai_common import ConnectorConfigError
+from cai_common.transfer import PART_SIZE
+from dlt_destinations.files import FilesystemTarget, TransferTarget, transfer_destination
+from dlt_destinations.rest_api import RestApiDestinationConfig
+from dlt_destinations.rest_api.client import RestTarget
+from dlt_sources.filesystem import BadFilesError, FilesystemSourceConfig, ReadReport, S3SourceConfig, open_filesystem
+from dlt_sources.filesystem.manifests import MANIFESTS, file_manifests
+from flows.connector_config import ConnectorConfig
+from flows.file_targets import file_target
+from flows.metrics import load_metrics
+from flows.pipelines import PathOutcome, files_ledger, forget_files, pipelines_dir
+
+
+def _transfer_target(connector: ConnectorConfig, verify: Literal["hash", "size"]) -> tuple[str, TransferTarget]:
+    """(destination name, target) of a transfer: a filesystem written by transfer_file, or a REST endpoint."""
+    if isinstance(connector.destination, RestApiDestinationConfig):
+        return "rest_api", RestTarget(connector.destination, requests.Session())
+    name, fs, root, options = file_target(connector)
+    return name, FilesystemTarget(fs, root, verify, options.get("part_size") or PART_SIZE,
+                                  getattr(connector.destination, "atomic_rename", True))
+
+
+def files_transfer(connector: ConnectorConfig) -> PathOutcome:
+    """Files of a folder or S3 prefix -> a folder, S3 prefix, SFTP directory or REST endpoint; moved or copied."""
+    source = connector.source
+    assert isinstance(source, FilesystemSourceConfig | S3SourceConfig)
+    if source.mode == "extract":
+        problem = f"`extract` loads rows into a `postgres` destination, not `{connector.destination_type}`"
+        raise ConnectorConfigError(connector.connector_id, "source", "mode", problem)
+    name, target = _transfer_target(connector, source.verify)
+    results: list[dict[str, Any]] = []
+    report = ReadReport()
+    copy_mode = source.transfer == "copy"
+    src_fs = open_filesystem(source)
+    pipeline = dlt.pipeline(
+        pipeline_name=f"connector_{connector.connector_id}",
+        pipelines_dir=str(pipelines_dir()),
+        destination=transfer_destination(name, src_fs, target, results.append, move=not copy_mode),
+        dataset_name="transfers",
+    )
+    pipeline.sync_destination()
+    before = copy.deepcopy(files_ledger(pipeline.state, MANIFESTS) or {})
+    resource = file_manifests(source.bucket_url(), source.file_pattern, fs=src_fs, report=report,
+                              skip_unchanged=copy_mode and not source.full_refresh)
+    extract_info = pipeline.extract(resource)
+    normalize_info = pipeline.normalize()
+    load_info = pipeline.load(raise_on_failed_jobs=True)
+    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed and copy_mode:  # a file that did not arrive is retried next run
+        forget_files(pipeline, [r["file_url"] for r in failed], before, MANIFESTS)
+    metrics.update(files=results, files_unchanged=report.unchanged,
+                   bytes_written=sum(r["bytes"] for r in results))
+    done = len(results) - len(failed)
+    summary = (f"{'copied' if copy_mode else 'moved'} {done} of {len(results)} file(s) "
+               f"({metrics['bytes_written']} bytes) to {target.location()}")
+    if report.unchanged:
+        summary += f"; {report.unchanged} unchanged file(s) already copied"
+    if failed:
+        raise BadFilesError([_Failure(r["file_url"], r["error"]) for r in failed], summary, metrics)
+    return PathOutcome(rows=0, summary=summary, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    file_url: str
+    error: str
