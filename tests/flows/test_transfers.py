@@ -205,3 +205,27 @@ def test_object_keys_escaping_the_destination_root_are_refused_and_kept(
     assert bad["status"] == "failed" and "UnsafePathError" in bad["error"] and "would escape" in bad["error"]
     assert client.get_object(Bucket=s3_bucket["bucket"], Key="in/../../escape.csv")["Body"].read() == b"id\n1\n"
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["deep/nfs/ok.csv"]
+
+
+@pytest.mark.parametrize("endpoint", ["same", "other"])
+def test_s3_to_s3_move_server_side_or_streamed_multipart(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], endpoint: str,
+) -> None:
+    big = os.urandom(27 * 1024 * 1024)  # above the 25 MB multipart threshold
+    _fill(s3_bucket, {"in/big.bin": big, "in/labs.csv": FILES["in/labs.csv"]})
+    fs, bucket, creds = s3_bucket["fs"], s3_bucket["bucket"], dict(s3_bucket["credentials"])
+    if endpoint == "other":  # the same moto server under another name: no server-side copy possible
+        creds["endpoint_url"] = creds["endpoint_url"].replace("127.0.0.1", "localhost")
+    connector_id = make_connector("s3", _s3_source(s3_bucket),
+                                  "s3", {"bucket": bucket, "prefix": "archive", "chunk_size_mb": 5, **creds})
+    result = run_connector_pipeline(connector_id)
+    files = {f["file_url"].rsplit("/", 1)[1]: f for f in result["metrics"]["files"]}
+    assert {f["status"] for f in files.values()} == {"moved"}
+    assert fs.cat_file(f"{bucket}/archive/big.bin") == big and not fs.exists(f"{bucket}/in/big.bin")
+    if endpoint == "same":
+        assert files["big.bin"]["verified"] == "size (server-side copy)"
+    else:
+        assert files["big.bin"]["verified"] == "hash"
+        assert files["big.bin"]["md5"] == hashlib.md5(big).hexdigest()
+        etag = fs.info(f"{bucket}/archive/big.bin")["ETag"].strip('"')
+        assert etag.endswith("-6")  # a multipart upload of six 5 MB parts
