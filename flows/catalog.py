@@ -92,3 +92,23 @@ def list_connectors(url: str | None = None) -> list[dict[str, Any]]:
             "LEFT JOIN ad_lookup_codes alc_d ON dd.destination_type_lookup_code_id = alc_d.id "
             "ORDER BY c.id"
         ).fetchall()
+
+
+def set_schedule(connector_id: int, cron: str | None, url: str | None = None) -> None:
+    """Set (or with None, clear) a connector's cron expression (UTC); `cai deploy` turns it into a schedule.
+
+    Raises:
+        ValueError: the expression is not a valid cron.
+        LookupError: no such connector.
+    """
+    if cron is not None:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=cron, timezone="UTC")
+        except Exception as exc:
+            raise ValueError(f"connector {connector_id}: `schedule` must be a cron expression, got `{cron}`") from exc
+    with connect(url) as conn:
+        updated = conn.execute("UPDATE cai_connectors SET schedule = %s WHERE id = %s", (cron, connector_id))
+        if updated.rowcount == 0:
+            raise LookupError(f"connector {connector_id} does not exist")

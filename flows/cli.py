@@ -181,3 +181,94 @@ def demo(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def deploy() -> None:
+    """Create or update the Prefect deployment (pool `default`) and one schedule per connector cron."""
+    from flows.deployment import DEPLOYMENT, FLOW_NAME, WORK_POOL
+    from flows.deployment import deploy as apply
+
+    done = apply()
+    if done.created_pool:
+        console.print(f"created work pool `{WORK_POOL}` (process)")
+    console.print(f"deployment {done.deployment_id}: {FLOW_NAME}/{DEPLOYMENT} on pool `{WORK_POOL}`", soft_wrap=True)
+    rows = [{"connector_id": cid, "cron (UTC)": cron} for cid, cron in done.schedules.items()]
+    console.print(_table("schedules", rows, ["connector_id", "cron (UTC)"]) if rows else "no schedules")
+
+
+@app.command()
+def schedule(
+    connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")],
+    cron: Annotated[str | None, typer.Argument(help="cron expression in UTC, e.g. '0 2 * * *'")] = None,
+    clear: Annotated[bool, typer.Option(help="remove the connector's schedule")] = False,
+) -> None:
+    """Set or clear a connector's cron (the `schedule` column); `cai deploy` applies it to Prefect."""
+    from flows.catalog import set_schedule
+
+    if (cron is None) == (not clear):
+        console.print("[red]give a cron expression or --clear[/red]")
+        raise typer.Exit(2)
+    try:
+        set_schedule(connector_id, None if clear else cron)
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"connector {connector_id}: " + ("schedule cleared" if clear else f"cron `{cron}` (UTC)")
+                  + "; run `cai deploy` to apply it")
+
+
+@app.command()
+def trigger(
+    connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")],
+    wait: Annotated[bool, typer.Option(help="wait for the run to end and print its outcome")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 3600,
+) -> None:
+    """Start a run on the workers, exactly as the backend does (POST .../create_flow_run)."""
+    from flows import trigger as api
+    from flows.run_records import find_run_by_flow_run
+
+    flow_run_id = api.trigger(connector_id)
+    console.print(f"flow run {flow_run_id} created for connector {connector_id}")
+    if not wait:
+        return
+    state = (api.wait(flow_run_id, timeout).get("state") or {})
+    record = find_run_by_flow_run(flow_run_id)
+    if record is None:
+        console.print(f"[red]{state.get('type')}[/red]: no run record ({state.get('message') or ''})")
+        raise typer.Exit(1)
+    colour = "green" if record["status"] == "success" else "red"
+    console.print(f"[{colour}]{record['status']}[/{colour}] run {record['id']}: {record['rows_ingested']} rows; "
+                  f"Prefect state {state.get('type')}")
+    console.print(record.get("log_summary") or "")
+    raise typer.Exit(0 if record["status"] == "success" else 1)
+
+
+@app.command()
+def worker(
+    limit: Annotated[int | None, typer.Option(help="most flow runs this worker runs at once")] = None,
+    name: Annotated[str | None, typer.Option(help="worker name (default: Prefect's)")] = None,
+) -> None:
+    """Start a process worker on pool `default` (wraps `prefect worker start`); Ctrl-C stops it."""
+    import sys
+
+    from flows.deployment import WORK_POOL
+
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    if name:
+        command += ["--name", name]
+    os.execv(sys.executable, command)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the config DB, the Prefect API and every connector's source and destination."""
+    from flows.doctor import run_checks
+
+    checks = run_checks()
+    console.print(_table("cai doctor", [c.as_row() for c in checks], ["check", "target", "status", "detail"]))
+    failed = [c for c in checks if not c.ok]
+    console.print(f"[red]{len(failed)} check(s) failed[/red]" if failed else "[green]all checks passed[/green]")
+    raise typer.Exit(1 if failed else 0)

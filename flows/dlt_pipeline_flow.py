@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -14,8 +15,10 @@ from prefect.runtime import flow_run
 
 from cai_common import ConnectorRunFailed, is_transient, mask_secrets
 from flows import connector_config, run_records
+from flows.concurrency import limit_name, one_run_per_connector, wait_seconds
 from flows.connector_config import ConnectorConfig
 from flows.data_paths import data_path_for
+from flows.heartbeat import heartbeat, sweep_stale_runs
 from flows.metrics import artifact_table
 
 # run_records.update_run_record stores at most this much summary: enough for a traceback's last lines.
@@ -121,7 +124,7 @@ def _masked(metrics: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     return dict(json.loads(mask_secrets(json.dumps(metrics, default=str), secrets)))
 
 
-@flow(name="run_connector_pipeline")
+@flow(name="run_connector_pipeline", flow_run_name="connector-{connector_id}")
 def run_connector_pipeline(connector_id: int, prefect_flow_run_id: str | None = None) -> dict[str, Any]:
     """Run one connector end to end and record the run in `cai_connector_runs`.
 
@@ -138,26 +141,59 @@ def run_connector_pipeline(connector_id: int, prefect_flow_run_id: str | None = 
     """
     logger = get_run_logger()
     flow_run_id = prefect_flow_run_id or flow_run.get_id()
-    run_id: int | None = None
-    try:
-        run_id = create_run_record(connector_id, flow_run_id)
-    except Exception as exc:  # spec 4.2: the flow goes on without a record, loudly
-        logger.warning("connector %s: could not create a run record: %s", connector_id, mask_secrets(str(exc)))
+    _sweep(logger)
+    with contextlib.ExitStack() as slot:
+        try:
+            slot.enter_context(one_run_per_connector(connector_id))
+        except Exception as exc:  # waited too long, or the Prefect API refused the limit: fail, recorded
+            problem = (f"connector {connector_id}: another run of this connector held it for over "
+                       f"{wait_seconds():.0f} s" if isinstance(exc, TimeoutError)
+                       else f"connector {connector_id}: could not take the connector's run slot: {explain(exc)}")
+            logger.error(problem)
+            return _finish(connector_id, flow_run_id, _record(connector_id, flow_run_id, logger),
+                           {"status": "failed", "rows_ingested": 0, "log_summary": problem, "metrics": {}})
+        logger.info("connector %s: holds its run slot (`%s`)", connector_id, limit_name(connector_id))
+        run_id = _record(connector_id, flow_run_id, logger)
+        outcome: dict[str, Any] | None = None
+        try:
+            with heartbeat(run_id):
+                config = read_connector_config(connector_id)
+                outcome = run_dlt_pipeline(config)
+        except Exception as exc:
+            logger.error(mask_secrets(explain(exc)))
+            outcome = {"status": "failed", "rows_ingested": 0, "log_summary": mask_secrets(explain(exc)),
+                       "metrics": {}}
+        finally:
+            if outcome is None and run_id is not None:  # cancelled or interrupted: still close the record
+                _close(run_id, {"status": "failed", "rows_ingested": 0, "log_summary": "run interrupted",
+                                "metrics": {}})
+        return _finish(connector_id, flow_run_id, run_id, outcome)
 
-    outcome: dict[str, Any] | None = None
+
+def _sweep(logger: Any) -> None:
+    """Close runs of dead workers before starting; never fails this run."""
     try:
-        config = read_connector_config(connector_id)
-        outcome = run_dlt_pipeline(config)
+        for run in sweep_stale_runs():
+            logger.warning("run %s of connector %s: worker stopped responding; closed as failed",
+                           run["id"], run["connector_id"])
     except Exception as exc:
-        logger.error(mask_secrets(explain(exc)))
-        outcome = {"status": "failed", "rows_ingested": 0, "log_summary": mask_secrets(explain(exc)), "metrics": {}}
-    finally:
-        if outcome is None:  # cancelled, interrupted or killed by a BaseException: still close the record
-            outcome = {"status": "failed", "rows_ingested": 0, "log_summary": "run interrupted", "metrics": {}}
-        outcome["log_summary"] = outcome["log_summary"][:MAX_SUMMARY]
-        if run_id is not None:
-            _close(run_id, outcome)
+        logger.warning("could not sweep stale runs: %s", mask_secrets(str(exc)))
 
+
+def _record(connector_id: int, flow_run_id: str | None, logger: Any) -> int | None:
+    """Create the run record; spec 4.2: the flow goes on without one, loudly."""
+    try:
+        return create_run_record(connector_id, flow_run_id)
+    except Exception as exc:
+        logger.warning("connector %s: could not create a run record: %s", connector_id, mask_secrets(str(exc)))
+        return None
+
+
+def _finish(connector_id: int, flow_run_id: str | None, run_id: int | None, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Close the record, publish the artifact, and raise ConnectorRunFailed unless the run succeeded."""
+    outcome["log_summary"] = outcome["log_summary"][:MAX_SUMMARY]
+    if run_id is not None:
+        _close(run_id, outcome)
     result = {**outcome, "run_id": run_id, "connector_id": connector_id, "prefect_flow_run_id": flow_run_id}
     _publish(connector_id, result)
     if result["status"] != "success":

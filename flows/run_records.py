@@ -15,8 +15,8 @@ def create_run_record(connector_id: int, prefect_flow_run_id: str | None, url: s
     """Insert a `started` run and return its id (spec 4.2)."""
     with connect(url) as conn:
         row = conn.execute(
-            "INSERT INTO cai_connector_runs (connector_id, status, prefect_flow_run_id, started_at) "
-            "VALUES (%s, 'started', %s, NOW()) RETURNING id",
+            "INSERT INTO cai_connector_runs (connector_id, status, prefect_flow_run_id, started_at, heartbeat_at) "
+            "VALUES (%s, 'started', %s, NOW(), NOW()) RETURNING id",
             (connector_id, prefect_flow_run_id),
         ).fetchone()
     assert row is not None
@@ -57,3 +57,12 @@ def list_runs(connector_id: int | None = None, limit: int = 20, url: str | None 
             "ORDER BY started_at DESC, id DESC LIMIT %s",
             (connector_id, connector_id, limit),
         ).fetchall()
+
+
+def find_run_by_flow_run(prefect_flow_run_id: str, url: str | None = None) -> dict[str, Any] | None:
+    """The newest run record carrying this Prefect flow-run id."""
+    with connect(url) as conn:
+        return conn.execute(
+            "SELECT * FROM cai_connector_runs WHERE prefect_flow_run_id = %s ORDER BY id DESC LIMIT 1",
+            (prefect_flow_run_id,),
+        ).fetchone()

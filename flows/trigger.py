@@ -1,0 +1,72 @@
+"""Runs triggered the way the platform's backend triggers them: over the Prefect REST API.
+
+`POST {PREFECT_API_URL}/deployments/{id}/create_flow_run` with `{"parameters": {"connector_id": N}}`;
+a worker on the `default` pool picks the run up. `wait()` polls the flow run until it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from flows.deployment import DEPLOYMENT, FLOW_NAME
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def api_url() -> str:
+    """The Prefect API this process talks to (`PREFECT_API_URL`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise RuntimeError("PREFECT_API_URL is not set: point it at the Prefect server (e.g. http://host:4200/api)")
+    return str(url).rstrip("/")
+
+
+def _headers() -> dict[str, str]:
+    from prefect.settings import PREFECT_API_KEY
+
+    key = PREFECT_API_KEY.value()
+    return {"Authorization": f"Bearer {key.get_secret_value() if hasattr(key, 'get_secret_value') else key}"} \
+        if key else {}
+
+
+def deployment_id(api: str | None = None) -> str:
+    """The id of `run_connector_pipeline/connector-pipeline` (created by `cai deploy`)."""
+    api = api or api_url()
+    response = requests.get(f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT}", headers=_headers(), timeout=30)
+    if response.status_code == 404:
+        raise LookupError(f"no deployment `{FLOW_NAME}/{DEPLOYMENT}` on {api}: run `cai deploy` first")
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def trigger(connector_id: int, api: str | None = None) -> str:
+    """Create a flow run of the deployment for one connector; returns the flow-run id."""
+    api = api or api_url()
+    response = requests.post(f"{api}/deployments/{deployment_id(api)}/create_flow_run",
+                             json={"parameters": {"connector_id": connector_id}}, headers=_headers(), timeout=30)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def flow_run(flow_run_id: str, api: str | None = None) -> dict[str, Any]:
+    """The flow run as the API returns it."""
+    response = requests.get(f"{api or api_url()}/flow_runs/{flow_run_id}", headers=_headers(), timeout=30)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def wait(flow_run_id: str, timeout: float = 3600, api: str | None = None, poll: float = 1.0) -> dict[str, Any]:
+    """Poll until the flow run reaches a final state; returns the flow run (TimeoutError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = flow_run(flow_run_id, api)
+        if (run.get("state") or {}).get("type") in FINAL_STATES:
+            return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {flow_run_id} still {run.get('state', {}).get('type')} after {timeout:.0f} s")
+        time.sleep(poll)

@@ -1,0 +1,251 @@
+"""Production Prefect: the deployment on pool `default`, a real process worker, runs triggered over HTTP.
+
+The session's Prefect server (SQLite, loopback) serves the API; a `cai worker` process polls it.
+Runs are created exactly as the platform's backend creates them: POST
+/api/deployments/{id}/create_flow_run with {"parameters": {"connector_id": N}}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from flows import catalog
+from flows.run_records import find_run_by_flow_run, get_run
+
+pytestmark = [pytest.mark.production, pytest.mark.slow]
+
+CAI = str(Path(sys.executable).parent / "cai")
+
+
+@pytest.fixture(scope="module")
+def prefect_env(prefect_api: str, config_store: str) -> dict[str, str]:
+    """Environment of worker and CLI processes: the session's Prefect API and config store."""
+    return {**os.environ, "PREFECT_API_URL": prefect_api, "DATABASE_URL": config_store,
+            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "CAI_HEARTBEAT_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "300"}
+
+
+@pytest.fixture(scope="module")
+def deployment(prefect_env: dict[str, str]) -> str:
+    """`cai deploy`, twice: the second call updates the same deployment."""
+    first = subprocess.run([CAI, "deploy"], env=prefect_env, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = subprocess.run([CAI, "deploy"], env=prefect_env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    found = r"^deployment ([0-9a-f-]{36}):"
+    ids = [m[1] for out in (first.stdout, again.stdout) for m in re.finditer(found, out, re.M)]
+    assert len(ids) == 2 and ids[0] == ids[1], (first.stdout, again.stdout)
+    return ids[0]
+
+
+class Worker:
+    """A `cai worker --limit 4` process (and the flow-run processes it starts)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([CAI, "worker", "--limit", "4"], env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_hard(self) -> None:
+        """kill -9 the worker and every process under it, like a machine dying."""
+        assert self.proc is not None
+        tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        for proc in tree:
+            proc.kill()
+        psutil.wait_procs(tree, timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # a process worker stops on SIGINT (STACK.md)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_env: dict[str, str], deployment: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    running = Worker(prefect_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _create_flow_run(api: str, deployment_id: str, connector_id: int) -> str:
+    """What the platform's backend does."""
+    response = requests.post(f"{api}/deployments/{deployment_id}/create_flow_run",
+                             json={"parameters": {"connector_id": connector_id}}, timeout=30)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def _wait(api: str, flow_run_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return dict(run)
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s")
+
+
+def _sleeper(make_connector: Callable[..., int], config_store: str, out: Path, seconds: float, name: str) -> int:
+    """A connector whose query takes `seconds` (pg_sleep), exported to a folder."""
+    return make_connector("postgres", {"connection_string": config_store,
+                                       "query": f"SELECT pg_sleep({seconds}) IS NULL AS slept, 1 AS n"},
+                          "nfs", {"path": str(out)}, name=name)
+
+
+def test_a_backend_triggered_run_runs_on_the_worker_and_records_its_flow_run(
+    prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], config_store: str,
+    tmp_path: Path,
+) -> None:
+    connector_id = _sleeper(make_connector, config_store, tmp_path, 0, "backend triggered")
+    flow_run_id = _create_flow_run(prefect_api, deployment, connector_id)
+    run = _wait(prefect_api, flow_run_id)
+    assert run["state"]["type"] == "COMPLETED" and run["name"] == f"connector-{connector_id}"
+    assert run["work_pool_name"] == "default" and run["work_queue_name"] == "default"
+    record = find_run_by_flow_run(flow_run_id)
+    assert record is not None and record["status"] == "success" and record["rows_ingested"] == 1
+    assert record["heartbeat_at"] is not None
+    wanted = f"connector {connector_id} (backend triggered)"
+    messages: list[str] = []
+    for _ in range(40):  # the flow-run process ships its logs in batches, some after the final state
+        logs = requests.post(f"{prefect_api}/logs/filter", timeout=30,
+                             json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}).json()
+        messages = [log["message"] for log in logs]
+        if any(wanted in m for m in messages):
+            break
+        time.sleep(0.5)
+    assert any(wanted in m for m in messages), messages
+    artifacts = requests.post(f"{prefect_api}/artifacts/filter", timeout=30,
+                              json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+    assert [a["key"] for a in artifacts] == [f"connector-{connector_id}-load"]
+    assert artifacts[0]["type"] == "table"
+
+
+def test_cai_trigger_waits_and_prints_the_outcome(
+    prefect_env: dict[str, str], worker: Worker, make_connector: Callable[..., int], config_store: str,
+    tmp_path: Path,
+) -> None:
+    good = _sleeper(make_connector, config_store, tmp_path, 0, "cli trigger")
+    done = subprocess.run([CAI, "trigger", str(good), "--wait"], env=prefect_env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "success" in done.stdout and "Prefect state COMPLETED" in done.stdout
+    bad = make_connector("postgres", {"connection_string": config_store, "query": "DELETE FROM cai_connectors"},
+                         "nfs", {"path": str(tmp_path)}, name="cli trigger bad")
+    failed = subprocess.run([CAI, "trigger", str(bad), "--wait"], env=prefect_env, capture_output=True, text=True,
+                            timeout=300)
+    assert failed.returncode == 1 and "failed" in failed.stdout and "must be a SELECT" in failed.stdout
+    assert "Prefect state FAILED" in failed.stdout  # the flow raised after closing the record
+
+
+def test_runs_of_one_connector_never_overlap_while_other_connectors_run_alongside(
+    prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], config_store: str,
+    tmp_path: Path,
+) -> None:
+    one = _sleeper(make_connector, config_store, tmp_path / "one", 4, "serial")
+    other = _sleeper(make_connector, config_store, tmp_path / "other", 4, "parallel")
+    flow_runs = [_create_flow_run(prefect_api, deployment, cid) for cid in (one, one, other)]
+    states = [_wait(prefect_api, fr)["state"]["type"] for fr in flow_runs]
+    assert states == ["COMPLETED"] * 3
+    first, second, third = (find_run_by_flow_run(fr) for fr in flow_runs)
+    assert first and second and third
+    a, b = sorted([first, second], key=lambda r: r["started_at"])
+    assert b["started_at"] >= a["finished_at"], "two runs of one connector overlapped"
+    overlaps = [r for r in (a, b) if r["started_at"] < third["finished_at"] and third["started_at"] < r["finished_at"]]
+    assert overlaps, "runs of different connectors did not run in parallel"
+
+
+def test_a_connector_cron_becomes_a_schedule_and_removing_it_removes_the_schedule(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, make_connector: Callable[..., int],
+    tmp_path: Path,
+) -> None:
+    connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "o")})
+
+    def schedules() -> list[dict[str, Any]]:
+        response = requests.get(f"{prefect_api}/deployments/{deployment}/schedules", timeout=30)
+        response.raise_for_status()
+        return [s for s in response.json() if s["parameters"].get("connector_id") == connector_id]
+
+    with pytest.raises(ValueError, match="must be a cron expression"):
+        catalog.set_schedule(connector_id, "every tuesday")
+    catalog.set_schedule(connector_id, "15 2 * * *")
+    subprocess.run([CAI, "deploy"], env=prefect_env, check=True, capture_output=True, timeout=180)
+    [made] = schedules()
+    assert made["schedule"]["cron"] == "15 2 * * *" and made["schedule"]["timezone"] == "UTC"
+    assert made["parameters"] == {"connector_id": connector_id} and made["active"]
+    catalog.set_schedule(connector_id, None)
+    subprocess.run([CAI, "deploy"], env=prefect_env, check=True, capture_output=True, timeout=180)
+    assert schedules() == []
+
+
+def test_a_run_whose_worker_is_killed_is_closed_as_failed_by_the_sweep(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, worker: Worker,
+    make_connector: Callable[..., int], config_store: str, tmp_path: Path,
+) -> None:
+    connector_id = _sleeper(make_connector, config_store, tmp_path, 60, "killed mid-run")
+    flow_run_id = _create_flow_run(prefect_api, deployment, connector_id)
+    deadline = time.monotonic() + 120
+    record = None
+    while time.monotonic() < deadline:  # wait until the run is under way and beating
+        record = find_run_by_flow_run(flow_run_id)
+        if record and record["heartbeat_at"] and record["heartbeat_at"] > record["started_at"]:
+            break
+        time.sleep(0.5)
+    assert record is not None and record["status"] == "started", record
+    worker.kill_hard()
+    try:
+        time.sleep(4)  # past the stale threshold below: no heartbeat since the kill
+        stale = {**prefect_env, "CAI_HEARTBEAT_STALE_SECONDS": "3"}
+        doctor = subprocess.run([CAI, "doctor"], env=stale, capture_output=True, text=True, timeout=180)
+        assert f"run {record['id']} (connector {connector_id})" in doctor.stdout, doctor.stdout
+        closed = get_run(record["id"])
+        assert closed is not None and closed["status"] == "failed" and closed["finished_at"] is not None
+        assert "worker stopped responding" in closed["log_summary"]
+    finally:
+        worker.start()  # later tests (and the fixture's teardown) get a live worker again
+
+
+def test_doctor_reports_each_connector_source_and_destination_with_secrets_masked(
+    prefect_env: dict[str, str], deployment: str, make_connector: Callable[..., int], config_store: str,
+    tmp_path: Path,
+) -> None:
+    good = make_connector("filesystem", {"path": str(tmp_path)}, "postgres", {"connection_string": config_store},
+                          name="doctor good")
+    bad = make_connector("postgres", {"host": "127.0.0.1", "port": 9, "database": "x", "username": "u",
+                                      "password": "doctor-secret-42", "query": "SELECT 1"},
+                         "nfs", {"path": str(tmp_path / "out")}, name="doctor bad")
+    done = subprocess.run([CAI, "doctor"], env=prefect_env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 1  # the unreachable source fails the report
+    lines = done.stdout.splitlines()
+
+    def line(label: str) -> str:
+        return next(row for row in lines if label in row)
+
+    assert "OK" in line("config database") and "OK" in line("prefect api") and "OK" in line("prefect deployment")
+    assert "OK" in line(f"connector {good} (doctor good) source")
+    assert "OK" in line(f"connector {good} (doctor good) destination")
+    assert "FAIL" in line(f"connector {bad} (doctor bad) source") and "Connection refused" in line(f"connector {bad} (")
+    assert "OK" in line(f"connector {bad} (doctor bad) destination")
+    assert "doctor-secret-42" not in done.stdout + done.stderr
