@@ -35,10 +35,10 @@ def test_init_db_creates_then_reports_current(cai: Callable[..., Any], fresh_db:
     first = cai("init-db", database_url=fresh_db)
     second = cai("init-db", database_url=fresh_db)
     assert first.returncode == 0, first.stderr
-    assert "applied 001_config_store" in first.stdout
+    assert "applied 001_config_store, 002_schedules_heartbeats" in first.stdout
     assert second.returncode == 0 and "schema already current" in second.stdout
     with psycopg.connect(fresh_db) as conn:
-        assert conn.execute("SELECT count(*) FROM cai_schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM cai_schema_migrations").fetchone() == (2,)
 
 
 def test_run_exit_codes_runs_and_connectors_tables(

@@ -1,0 +1,45 @@
+"""Heartbeats and the stale-run sweep against the session's config store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flows.heartbeat import beat, heartbeat, sweep_stale_runs
+from flows.run_records import create_run_record, get_run
+
+
+def test_the_sweep_closes_only_runs_whose_heartbeat_went_stale(
+    make_connector: Callable[..., int], config_store: str, tmp_path: Path,
+) -> None:
+    connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "out")})
+    dead, alive = create_run_record(connector_id, "fr-dead"), create_run_record(connector_id, "fr-alive")
+    with psycopg.connect(config_store) as conn:
+        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = NOW() - interval '10 minutes' WHERE id = %s",
+                     (dead,))
+    beat(alive)
+    closed = [r["id"] for r in sweep_stale_runs(older_than=120)]
+    assert dead in closed and alive not in closed
+    dead_run, alive_run = get_run(dead), get_run(alive)
+    assert dead_run is not None and dead_run["status"] == "failed" and dead_run["finished_at"] is not None
+    assert "worker stopped responding: no heartbeat since" in dead_run["log_summary"]
+    assert alive_run is not None and alive_run["status"] == "started"
+    assert dead not in [r["id"] for r in sweep_stale_runs(older_than=120)]  # a closed run is never swept twice
+
+
+def test_a_heartbeat_thread_keeps_the_run_fresh(
+    make_connector: Callable[..., int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAI_HEARTBEAT_SECONDS", "0.2")
+    connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "out")})
+    run_id = create_run_record(connector_id, "fr-beating")
+    first = get_run(run_id)
+    assert first is not None
+    with heartbeat(run_id):
+        time.sleep(1.0)
+    later = get_run(run_id)
+    assert later is not None and later["heartbeat_at"] > first["heartbeat_at"]
