@@ -228,11 +228,15 @@ def trigger(
     from flows import trigger as api
     from flows.run_records import find_run_by_flow_run
 
-    flow_run_id = api.trigger(connector_id)
-    console.print(f"flow run {flow_run_id} created for connector {connector_id}")
-    if not wait:
-        return
-    state = (api.wait(flow_run_id, timeout).get("state") or {})
+    try:
+        flow_run_id = api.trigger(connector_id)
+        console.print(f"flow run {flow_run_id} created for connector {connector_id}")
+        if not wait:
+            return
+        state = (api.wait(flow_run_id, timeout).get("state") or {})
+    except (LookupError, RuntimeError, TimeoutError, OSError) as exc:  # requests' errors are OSErrors
+        console.print(f"[red]failed[/red]: {mask_secrets(str(exc))}")
+        raise typer.Exit(1) from None
     record = find_run_by_flow_run(flow_run_id)
     if record is None:
         console.print(f"[red]{state.get('type')}[/red]: no run record ({state.get('message') or ''})")

@@ -6,9 +6,9 @@ transfer never pays for them (about 30 MB of resident memory).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from cai_common.lazy import lazy_exports
 from dlt_sources.filesystem.client import open_filesystem
 from dlt_sources.filesystem.configuration import CsvOptions, FileSourceOptions, FilesystemSourceConfig, S3SourceConfig
 from dlt_sources.filesystem.reports import (
@@ -25,16 +25,10 @@ if TYPE_CHECKING:
     from dlt_sources.filesystem.resource import csv_tables
     from dlt_sources.filesystem.staging import stage_csv, supports_fast_path
 
-_LAZY = {
+__getattr__ = lazy_exports(__name__, {
     "read_csv_batches": "readers", "table_name_for": "readers", "csv_tables": "resource",
     "stage_csv": "staging", "supports_fast_path": "staging",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
 
 
 __all__ = [

@@ -6,9 +6,9 @@ that never run a query never pay for them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from cai_common.lazy import lazy_exports
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 
 if TYPE_CHECKING:
@@ -17,17 +17,11 @@ if TYPE_CHECKING:
     from dlt_sources.sql_database.readers import QueryError, QueryReport, query_batches
     from dlt_sources.sql_database.resources import query_csv_file, query_rows
 
-_LAZY = {
+__getattr__ = lazy_exports(__name__, {
     "csv_file_name": "export", "export_csv": "export", "ensure_read_only_query": "guard",
     "QueryError": "readers", "QueryReport": "readers", "query_batches": "readers",
     "query_csv_file": "resources", "query_rows": "resources",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
 
 
 __all__ = [

@@ -43,3 +43,20 @@ def test_a_heartbeat_thread_keeps_the_run_fresh(
         time.sleep(1.0)
     later = get_run(run_id)
     assert later is not None and later["heartbeat_at"] > first["heartbeat_at"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_every_flow_run_sweeps_runs_of_dead_workers_first(
+    make_connector: Callable[..., int], config_store: str, tmp_path: Path,
+) -> None:
+    from flows.dlt_pipeline_flow import run_connector_pipeline
+
+    (tmp_path / "in").mkdir()
+    connector_id = make_connector("filesystem", {"path": str(tmp_path / "in")}, "nfs", {"path": str(tmp_path / "out")})
+    orphan = create_run_record(connector_id, "fr-orphan")
+    with psycopg.connect(config_store) as conn:
+        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = NOW() - interval '1 hour' WHERE id = %s", (orphan,))
+    run_connector_pipeline(connector_id)
+    swept = get_run(orphan)
+    assert swept is not None and swept["status"] == "failed" and "worker stopped responding" in swept["log_summary"]

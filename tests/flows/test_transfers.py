@@ -229,3 +229,14 @@ def test_s3_to_s3_move_server_side_or_streamed_multipart(
         assert files["big.bin"]["md5"] == hashlib.md5(big).hexdigest()
         etag = fs.info(f"{bucket}/archive/big.bin")["ETag"].strip('"')
         assert etag.endswith("-6")  # a multipart upload of six 5 MB parts
+
+
+def test_a_transfer_process_never_imports_the_csv_or_query_readers() -> None:
+    """pyarrow, connectorx and polars cost about 65 MB of a transfer's 200 MB budget (bench/transfer.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flows.dlt_pipeline_flow, flows.paths_transfers; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'connectorx', 'polars'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
