@@ -95,6 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=1024, help="object size in MB (1 MB = 2^20 bytes)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench-transfer"))
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="leave out boto3's download (moto makes it slow on large objects)")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     (args.work / "sftp").mkdir(parents=True)
@@ -142,6 +144,8 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
                                                              "known_hosts": str(args.work / "known_hosts")})],
          args.work / "sftp" / "drop" / "object.bin"),
     ]
+    if args.skip_reference:
+        runs = runs[1:]
     print(f"object: {size_mb:.0f} MB")
     print(f"\n{'method':40} {'wall s':>7} {'work s':>7} {'MB/s':>7} {'peak RSS MB':>12}")
     for name, cmd, landed in runs:
