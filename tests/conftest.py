@@ -268,6 +268,7 @@ def upload_server(httpserver: Any) -> Any:
                 upload["body"] = request.get_data()
             self.uploads.append(upload)
             status, headers = self.answers.pop(0) if self.answers else (201, {})
+            upload["status"] = status
             return Response("nope" if status >= 300 else '{"ok": true}', status=status, headers=headers)
 
     recorder = Recorder()

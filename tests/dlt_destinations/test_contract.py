@@ -1,0 +1,169 @@
+"""The contract every transfer target keeps, run against each real destination.
+
+Folder, S3 (moto over HTTP), SFTP (asyncssh over TCP) and REST (a local HTTP server) each get the
+same tests: exact bytes at the relative path, a second send replacing the file whole with no temp
+file left behind, escaping paths refused before a byte moves, and a failed send leaving nothing
+under the final name while the source stays.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+import requests
+
+from cai_common.files import UnsafePathError
+from dlt_destinations.files import FilesystemTarget, TransferTarget
+from dlt_destinations.rest_api import RestApiDestinationConfig
+from dlt_destinations.rest_api.client import RestTarget
+from dlt_destinations.sftp import SftpDestinationConfig
+from dlt_destinations.sftp.client import open_sftp
+
+DATA = os.urandom(2 * 1024 * 1024 + 3)  # above the `flaky` SFTP user's 1 MB disk
+
+
+class TargetContract:
+    """Subclasses provide `target` and `broken` fixtures and say what landed where."""
+
+    def landed(self, target: Any, relative_path: str) -> bytes | None:
+        """The bytes under the final name, or None."""
+        raise NotImplementedError
+
+    def names(self, target: Any) -> list[str]:
+        """Every name now at the destination (temp files included)."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def source(self, tmp_path: Path) -> tuple[Any, str]:
+        path = tmp_path / "source" / "scan.bin"
+        path.parent.mkdir()
+        path.write_bytes(DATA)
+        return fsspec.filesystem("file"), str(path)
+
+    def test_delivers_exact_bytes_at_the_relative_path(self, target: TransferTarget, source: tuple[Any, str]) -> None:
+        result = target.send(*source, "2024/q1/scan.bin")
+        assert result["bytes"] == len(DATA)
+        assert self.landed(target, "2024/q1/scan.bin") == DATA
+
+    def test_a_second_send_replaces_the_file_whole_and_leaves_no_temp_file(
+        self, target: TransferTarget, source: tuple[Any, str],
+    ) -> None:
+        target.send(*source, "scan.bin")
+        target.send(*source, "scan.bin")
+        assert self.landed(target, "scan.bin") == DATA
+        assert self.names(target) == ["scan.bin"]
+
+    @pytest.mark.parametrize("bad", ["../escape.bin", "/etc/escape.bin", "a/../../escape.bin"])
+    def test_escaping_paths_are_refused_before_anything_moves(
+        self, target: TransferTarget, source: tuple[Any, str], bad: str,
+    ) -> None:
+        with pytest.raises(UnsafePathError):
+            target.url(bad)
+        with pytest.raises(UnsafePathError):
+            target.send(*source, bad)
+        assert self.names(target) == []
+
+    def test_a_failed_send_leaves_nothing_under_the_final_name_and_the_source_intact(
+        self, broken: TransferTarget, source: tuple[Any, str],
+    ) -> None:
+        with pytest.raises(Exception):  # each destination's own error; the flow records its message
+            broken.send(*source, "scan.bin")
+        assert self.landed(broken, "scan.bin") is None
+        assert self.names(broken) == []  # no temp file either
+        assert Path(source[1]).read_bytes() == DATA
+
+
+class TestFolder(TargetContract):
+    @pytest.fixture
+    def target(self, tmp_path: Path) -> FilesystemTarget:
+        return FilesystemTarget(fsspec.filesystem("file"), str(tmp_path / "nfs"))
+
+    @pytest.fixture
+    def broken(self, tmp_path: Path) -> FilesystemTarget:
+        (tmp_path / "not-a-folder").write_text("a file where the folder should be")
+        return FilesystemTarget(fsspec.filesystem("file"), str(tmp_path / "not-a-folder" / "nfs"))
+
+    def landed(self, target: Any, relative_path: str) -> bytes | None:
+        path = Path(target.root) / relative_path
+        return path.read_bytes() if path.is_file() else None
+
+    def names(self, target: Any) -> list[str]:
+        root = Path(target.root)
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+class TestS3(TargetContract):
+    @pytest.fixture
+    def target(self, s3_bucket: dict[str, Any]) -> FilesystemTarget:
+        return FilesystemTarget(s3_bucket["fs"], f"{s3_bucket['bucket']}/archive", part_size=5 * 1024 * 1024)
+
+    @pytest.fixture
+    def broken(self, s3_bucket: dict[str, Any]) -> FilesystemTarget:
+        return FilesystemTarget(s3_bucket["fs"], f"no-such-bucket-{s3_bucket['bucket']}/archive")
+
+    def landed(self, target: Any, relative_path: str) -> bytes | None:
+        path = f"{target.root}/{relative_path}"
+        try:
+            return bytes(target.fs.cat_file(path))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def names(self, target: Any) -> list[str]:
+        target.fs.invalidate_cache()
+        try:
+            return sorted(p.removeprefix(f"{target.root}/") for p in target.fs.find(target.root))
+        except FileNotFoundError:  # the broken target's bucket does not exist
+            return []
+
+
+class TestSftp(TargetContract):
+    @staticmethod
+    def _open(sftp_server: dict[str, Any], user: str, tmp_path: Path) -> FilesystemTarget:
+        config = SftpDestinationConfig(host=sftp_server["host"], port=sftp_server["port"], username=user,
+                                       password="sftp-pass-123", path=f"/{tmp_path.name}",
+                                       known_hosts=sftp_server["known_hosts"])
+        return FilesystemTarget(open_sftp(config), f"/{tmp_path.name}")
+
+    @pytest.fixture
+    def target(self, sftp_server: dict[str, Any], tmp_path: Path) -> FilesystemTarget:
+        return self._open(sftp_server, "loader", tmp_path)
+
+    @pytest.fixture
+    def broken(self, sftp_server: dict[str, Any], tmp_path: Path) -> FilesystemTarget:
+        return self._open(sftp_server, "flaky", tmp_path)  # writes fail past 1 MB, like a full disk
+
+    def landed(self, target: Any, relative_path: str) -> bytes | None:
+        path = f"{target.root}/{relative_path}"
+        return bytes(target.fs.cat_file(path)) if target.fs.exists(path) else None
+
+    def names(self, target: Any) -> list[str]:
+        if not target.fs.exists(target.root):
+            return []
+        return sorted(p.removeprefix(f"{target.root}/") for p in target.fs.find(target.root))
+
+
+class TestRest(TargetContract):
+    @pytest.fixture
+    def target(self, upload_server: Any) -> RestTarget:
+        self.server = upload_server
+        config = RestApiDestinationConfig.model_validate({"url": upload_server.url, "retry_backoff_seconds": 0})
+        return RestTarget(config, requests.Session())
+
+    @pytest.fixture
+    def broken(self, upload_server: Any) -> RestTarget:
+        self.server = upload_server
+        upload_server.answers = [(503, {})] * 3
+        config = RestApiDestinationConfig.model_validate({"url": upload_server.url, "retry_backoff_seconds": 0})
+        return RestTarget(config, requests.Session())
+
+    def landed(self, target: Any, relative_path: str) -> bytes | None:
+        accepted = [u["files"]["file"] for u in self.server.uploads if 200 <= u["status"] < 300]
+        found = [content for name, _, content in accepted if name == relative_path]
+        return found[-1] if found else None
+
+    def names(self, target: Any) -> list[str]:  # what the endpoint accepted, once per name
+        return sorted({u["files"]["file"][0] for u in self.server.uploads if 200 <= u["status"] < 300})
