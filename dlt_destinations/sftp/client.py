@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncssh
 from sshfs import SSHFileSystem
+from sshfs.file import SSHFile
 
 from dlt_destinations.sftp.configuration import SftpDestinationConfig
 
@@ -29,6 +30,30 @@ class RenameUnsupported(OSError):
     """The server cannot rename files (MinIO's SFTP gateway, some NAS setups)."""
 
 
+class SftpServerError(OSError):
+    """The SFTP server refused an operation on an open file (disk full, quota, I/O error), with its reason."""
+
+
+def _translated(method: Any) -> Any:
+    """An SSHFile method whose asyncssh errors become SftpServerError (sshfs lets them through)."""
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except asyncssh.SFTPError as exc:
+            raise SftpServerError(f"sftp server: {exc.reason}") from exc
+
+    return call
+
+
+class SftpFile(SSHFile):
+    """sshfs's file, raising OSError subclasses like every other filesystem here."""
+
+    read = _translated(SSHFile.read)
+    write = _translated(SSHFile.write)
+    _close = _translated(SSHFile._close)
+
+
 class SftpFileSystem(SSHFileSystem):
     """sshfs whose `mv` is a real rename or an error, never sshfs' copy-then-delete fallback.
 
@@ -42,6 +67,9 @@ class SftpFileSystem(SSHFileSystem):
     def __init__(self, host: str, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
         self.server = f"{host}:{kwargs.get('port', 22)}"
+
+    def _open(self, path: str, *args: Any, **kwargs: Any) -> SftpFile:
+        return SftpFile(self, path, *args, **kwargs)
 
     def unstrip_protocol(self, name: str) -> str:
         return f"sftp://{self.server}/{self._strip_protocol(name).lstrip('/')}"

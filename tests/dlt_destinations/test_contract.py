@@ -29,6 +29,9 @@ DATA = os.urandom(2 * 1024 * 1024 + 3)  # above the `flaky` SFTP user's 1 MB dis
 class TargetContract:
     """Subclasses provide `target` and `broken` fixtures and say what landed where."""
 
+    failure: type[BaseException] = OSError
+    """What a broken destination raises (the flow records its message per file)."""
+
     def landed(self, target: Any, relative_path: str) -> bytes | None:
         """The bytes under the final name, or None."""
         raise NotImplementedError
@@ -70,7 +73,7 @@ class TargetContract:
     def test_a_failed_send_leaves_nothing_under_the_final_name_and_the_source_intact(
         self, broken: TransferTarget, source: tuple[Any, str],
     ) -> None:
-        with pytest.raises(Exception):  # each destination's own error; the flow records its message
+        with pytest.raises(self.failure):
             broken.send(*source, "scan.bin")
         assert self.landed(broken, "scan.bin") is None
         assert self.names(broken) == []  # no temp file either
