@@ -89,18 +89,27 @@ def worker(prefect_env: dict[str, str], deployment: str, tmp_path_factory: pytes
         running.stop()
 
 
+def _api(method: str, url: str, **kwargs: Any) -> Any:
+    """An API call as a careful backend makes it: a busy server (503: SQLite locked) is asked again."""
+    for attempt in range(6):
+        response = requests.request(method, url, timeout=30, **kwargs)
+        if response.status_code not in (429, 503) or attempt == 5:
+            response.raise_for_status()
+            return response.json()
+        time.sleep(0.5 * 2**attempt)
+
+
 def _create_flow_run(api: str, deployment_id: str, connector_id: int) -> str:
     """What the platform's backend does."""
-    response = requests.post(f"{api}/deployments/{deployment_id}/create_flow_run",
-                             json={"parameters": {"connector_id": connector_id}}, timeout=30)
-    response.raise_for_status()
-    return str(response.json()["id"])
+    created = _api("POST", f"{api}/deployments/{deployment_id}/create_flow_run",
+                   json={"parameters": {"connector_id": connector_id}})
+    return str(created["id"])
 
 
 def _wait(api: str, flow_run_id: str, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = requests.get(f"{api}/flow_runs/{flow_run_id}", timeout=30).json()
+        run = _api("GET", f"{api}/flow_runs/{flow_run_id}")
         if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return dict(run)
         time.sleep(0.5)
@@ -129,15 +138,15 @@ def test_a_backend_triggered_run_runs_on_the_worker_and_records_its_flow_run(
     wanted = f"connector {connector_id} (backend triggered)"
     messages: list[str] = []
     for _ in range(40):  # the flow-run process ships its logs in batches, some after the final state
-        logs = requests.post(f"{prefect_api}/logs/filter", timeout=30,
-                             json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}).json()
+        logs = _api("POST", f"{prefect_api}/logs/filter",
+                    json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
         messages = [log["message"] for log in logs]
         if any(wanted in m for m in messages):
             break
         time.sleep(0.5)
     assert any(wanted in m for m in messages), messages
-    artifacts = requests.post(f"{prefect_api}/artifacts/filter", timeout=30,
-                              json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+    artifacts = _api("POST", f"{prefect_api}/artifacts/filter",
+                     json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
     assert [a["key"] for a in artifacts] == [f"connector-{connector_id}-load"]
     assert artifacts[0]["type"] == "table"
 
@@ -183,9 +192,8 @@ def test_a_connector_cron_becomes_a_schedule_and_removing_it_removes_the_schedul
     connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "o")})
 
     def schedules() -> list[dict[str, Any]]:
-        response = requests.get(f"{prefect_api}/deployments/{deployment}/schedules", timeout=30)
-        response.raise_for_status()
-        return [s for s in response.json() if s["parameters"].get("connector_id") == connector_id]
+        listed = _api("GET", f"{prefect_api}/deployments/{deployment}/schedules")
+        return [s for s in listed if s["parameters"].get("connector_id") == connector_id]
 
     with pytest.raises(ValueError, match="must be a cron expression"):
         catalog.set_schedule(connector_id, "every tuesday")
