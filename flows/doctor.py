@@ -164,7 +164,6 @@ def run_checks(url: str | None = None) -> list[Check]:
 
 def prefect_checks() -> list[Check]:
     """The Prefect API answers, and the deployment exists on it."""
-    import requests
 
     from flows import trigger
 
@@ -174,7 +173,7 @@ def prefect_checks() -> list[Check]:
         return [Check("prefect api", "PREFECT_API_URL", False, str(exc))]
 
     def health() -> str:
-        response = requests.get(f"{api}/health", timeout=5)
+        response = trigger.call("GET", f"{api}/health")
         response.raise_for_status()
         return f"HTTP {response.status_code}"
 

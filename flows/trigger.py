@@ -29,7 +29,7 @@ def api_url() -> str:
 RETRY_STATUSES = {429, 502, 503, 504}
 
 
-def _call(method: str, url: str, **kwargs: Any) -> requests.Response:
+def call(method: str, url: str, **kwargs: Any) -> requests.Response:
     """One API request, retried (5 attempts, 0.5 s doubling) when the server is busy or briefly away.
 
     A SQLite-backed Prefect server answers 503 while its database is locked under load.
@@ -58,7 +58,7 @@ def _headers() -> dict[str, str]:
 def deployment_id(api: str | None = None) -> str:
     """The id of `run_connector_pipeline/connector-pipeline` (created by `cai deploy`)."""
     api = api or api_url()
-    response = _call("GET", f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT}")
+    response = call("GET", f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT}")
     if response.status_code == 404:
         raise LookupError(f"no deployment `{FLOW_NAME}/{DEPLOYMENT}` on {api}: run `cai deploy` first")
     response.raise_for_status()
@@ -68,7 +68,7 @@ def deployment_id(api: str | None = None) -> str:
 def trigger(connector_id: int, api: str | None = None) -> str:
     """Create a flow run of the deployment for one connector; returns the flow-run id."""
     api = api or api_url()
-    response = _call("POST", f"{api}/deployments/{deployment_id(api)}/create_flow_run",
+    response = call("POST", f"{api}/deployments/{deployment_id(api)}/create_flow_run",
                      json={"parameters": {"connector_id": connector_id}})
     response.raise_for_status()
     return str(response.json()["id"])
@@ -76,7 +76,7 @@ def trigger(connector_id: int, api: str | None = None) -> str:
 
 def flow_run(flow_run_id: str, api: str | None = None) -> dict[str, Any]:
     """The flow run as the API returns it."""
-    response = _call("GET", f"{api or api_url()}/flow_runs/{flow_run_id}")
+    response = call("GET", f"{api or api_url()}/flow_runs/{flow_run_id}")
     response.raise_for_status()
     return dict(response.json())
 
