@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from flows.deployment import DEPLOYMENT, FLOW_NAME
 
@@ -26,25 +28,22 @@ def api_url() -> str:
     return str(url).rstrip("/")
 
 
-RETRY_STATUSES = {429, 502, 503, 504}
+def _session() -> requests.Session:
+    """A session whose requests urllib3 retries (4 more times, 0.5 s doubling, honouring Retry-After)
+    on connection errors and on 429/502/503/504: a SQLite-backed Prefect server answers 503 while its
+    database is locked under load."""
+    retry = Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504), allowed_methods=None,
+                  raise_on_status=False)
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
 
 
 def call(method: str, url: str, **kwargs: Any) -> requests.Response:
-    """One API request, retried (5 attempts, 0.5 s doubling) when the server is busy or briefly away.
-
-    A SQLite-backed Prefect server answers 503 while its database is locked under load.
-    """
-    for attempt in range(5):
-        try:
-            response = requests.request(method, url, headers=_headers(), timeout=30, **kwargs)
-        except requests.ConnectionError:
-            if attempt == 4:
-                raise
-        else:
-            if response.status_code not in RETRY_STATUSES or attempt == 4:
-                return response
-        time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+    """One Prefect API request, retried while the server is busy or briefly away (see `_session`)."""
+    with _session() as session:
+        return session.request(method, url, headers=_headers(), timeout=30, **kwargs)
 
 
 def _headers() -> dict[str, str]:

@@ -9,7 +9,6 @@ counts as delivered.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import hashlib
 import random
@@ -22,12 +21,12 @@ from urllib.parse import quote
 
 import requests
 from fsspec import AbstractFileSystem
+from requests.auth import HTTPBasicAuth
 
 from cai_common.files import safe_join
-from cai_common.transfer import open_read
+from cai_common.transfer import CHUNK, open_read
 from dlt_destinations.rest_api.configuration import RestApiDestinationConfig
 
-CHUNK = 1024 * 1024
 RETRY_AFTER_CAP = 300.0
 """Longest `Retry-After` honoured, in seconds; a server asking for more gets this."""
 
@@ -100,15 +99,19 @@ def build_body(config: RestApiDestinationConfig, opener: Callable[[], IO[bytes]]
 
 
 def auth_headers(config: RestApiDestinationConfig) -> dict[str, str]:
-    """The Authorization / API key header the config's `auth_type` asks for."""
+    """The Authorization / API key header of `bearer_token` and `api_key` (basic goes through requests' auth)."""
     if config.auth_type == "bearer_token" and config.token is not None:
         return {"Authorization": f"Bearer {config.token.get_secret_value()}"}
     if config.auth_type == "api_key" and config.api_key is not None:
         return {config.api_key_header: config.api_key.get_secret_value()}
-    if config.auth_type == "basic" and config.password is not None:
-        pair = f"{config.username}:{config.password.get_secret_value()}".encode()
-        return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
     return {}
+
+
+def basic_auth(config: RestApiDestinationConfig) -> HTTPBasicAuth | None:
+    """requests' HTTP Basic auth for `auth_type` basic."""
+    if config.auth_type == "basic" and config.username and config.password is not None:
+        return HTTPBasicAuth(config.username, config.password.get_secret_value())
+    return None
 
 
 def upload_url(config: RestApiDestinationConfig, relative_path: str) -> str:
@@ -147,7 +150,7 @@ def upload_file(
         headers = {**config.headers, **headers, **auth_headers(config)}
         response: requests.Response | None = None
         try:
-            response = http.request(config.method, url, data=body, headers=headers,
+            response = http.request(config.method, url, data=body, headers=headers, auth=basic_auth(config),
                                     timeout=(config.connect_timeout, config.read_timeout))
         except (requests.ConnectionError, requests.Timeout) as exc:
             last = f"{type(exc).__name__}: {exc}"

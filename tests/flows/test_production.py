@@ -19,9 +19,8 @@ from typing import Any
 
 import psutil
 import pytest
-import requests
 
-from flows import catalog
+from flows import catalog, trigger
 from flows.run_records import find_run_by_flow_run, get_run
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
@@ -91,12 +90,9 @@ def worker(prefect_env: dict[str, str], deployment: str, tmp_path_factory: pytes
 
 def _api(method: str, url: str, **kwargs: Any) -> Any:
     """An API call as a careful backend makes it: a busy server (503: SQLite locked) is asked again."""
-    for attempt in range(6):
-        response = requests.request(method, url, timeout=30, **kwargs)
-        if response.status_code not in (429, 503) or attempt == 5:
-            response.raise_for_status()
-            return response.json()
-        time.sleep(0.5 * 2**attempt)
+    response = trigger.call(method, url, **kwargs)
+    response.raise_for_status()
+    return response.json()
 
 
 def _create_flow_run(api: str, deployment_id: str, connector_id: int) -> str:
