@@ -10,7 +10,7 @@ from pathlib import Path
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 
 from cai_common import ConnectorConfigError
-from dlt_destinations.postgres import PostgresDestinationConfig
+from dlt_destinations.postgres import PostgresDestinationConfig, existing_column_types
 from dlt_sources.filesystem import (
     BadFilesError,
     FilesystemSourceConfig,
@@ -19,7 +19,7 @@ from dlt_sources.filesystem import (
     csv_tables,
     open_filesystem,
 )
-from dlt_sources.filesystem.staging import Progress
+from dlt_sources.filesystem.staging import Progress, supports_fast_path
 from dlt_sources.sql_database import QueryReport, SqlDatabaseSourceConfig, ensure_read_only_query, query_rows
 from flows.connector_config import ConnectorConfig
 from flows.metrics import load_metrics
@@ -75,8 +75,11 @@ def load_csv_files(
     A file whose COPY fails (a value PostgreSQL rejects) is taken out of the loaded-files ledger again
     so the next run retries it; with ``on_bad_file: fail`` the run then fails listing the files.
     """
-    encoding = "utf-8" if source.encoding == "utf-8-sig" else source.encoding
-    pipeline = postgres_pipeline(pipeline_name, target, delimiter=source.delimiter, encoding=encoding)
+    if supports_fast_path(source):  # COPY reads the source files as they are
+        delimiter, encoding = source.delimiter, "utf-8" if source.encoding == "utf-8-sig" else source.encoding
+    else:  # they are transcoded to psql's CSV first
+        delimiter, encoding = ",", "utf-8"
+    pipeline = postgres_pipeline(pipeline_name, target, delimiter=delimiter, encoding=encoding)
     before = copy.deepcopy(files_ledger(pipeline.state) or {})
     if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
         pipeline.normalize()
@@ -95,6 +98,8 @@ def load_csv_files(
         full_refresh=source.full_refresh,
         on_bad_file=source.on_bad_file,
         progress=progress,
+        columns=source.columns,
+        destination_types=existing_column_types(target.dsn(), target.schema_name),
     )
     disposition = "replace" if source.full_refresh else target.write_disposition
     resource.apply_hints(write_disposition=disposition, primary_key=target.primary_key)

@@ -1,43 +1,111 @@
-"""dlt's postgres client, with one change: a COPY that PostgreSQL rejects for its data fails at once.
+"""dlt's postgres client with three changes, all about landing values exactly.
 
-dlt's CSV COPY job runs `copy_expert` on the raw psycopg2 connection, so a `DataError` ("invalid
-input syntax for type bigint") reaches dlt's job runner untranslated and is retried as if transient
-(5 times, then the package is left pending). Bad data never gets better by retrying.
+1. A column may carry its exact PostgreSQL type in the column hint `x-postgres-type` (`numeric`,
+   `interval`, `int4[]`, `varchar(40)`, ...); the table is created with that type. dlt's own data
+   types cannot say unconstrained numeric, uuid, interval or arrays, and a pg -> pg copy must keep them.
+2. CSV load files are COPYed with psql's convention and nothing else: an unquoted empty field is
+   NULL, a quoted `""` is an empty string. dlt's own CSV job adds FORCE_NULL on every nullable column,
+   which turns empty strings into NULL.
+3. A COPY that PostgreSQL rejects for its data fails at once. dlt's CSV job runs `copy_expert` on the
+   raw psycopg2 connection, so a `DataError` reached dlt's job runner untranslated and was retried as
+   if transient (5 times, then the package was left pending). Bad data never gets better by retrying.
 """
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import psycopg2
-from dlt.common.destination.exceptions import DestinationTerminalException
+from dlt.common.destination.capabilities import DestinationCapabilitiesContext
+from dlt.common.destination.configuration import CsvFormatConfiguration
+from dlt.common.destination.exceptions import DestinationInvalidFileFormat, DestinationTerminalException
+from dlt.common.storages.file_storage import FileStorage
+from dlt.destinations.impl.postgres.factory import PostgresTypeMapper
 from dlt.destinations.impl.postgres.factory import postgres as dlt_postgres
 from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresCsvCopyJob
 
+PG_TYPE_HINT = "x-postgres-type"
+"""Column hint holding the column's exact PostgreSQL type, used as is in CREATE/ALTER TABLE."""
 
-class TerminalCsvCopyJob(PostgresCsvCopyJob):
-    """dlt's CSV COPY job; data and constraint errors are terminal, connection errors stay transient."""
+# COPY reads the file in pieces of this size: large enough for disk speed, small enough to stay flat.
+COPY_READ_SIZE = 1024 * 1024
+
+
+class ExactTypeMapper(PostgresTypeMapper):
+    """dlt's postgres type mapper; a column's `x-postgres-type` hint wins over its dlt data type."""
+
+    def to_destination_type(self, column: Any, table: Any) -> str:
+        exact = column.get(PG_TYPE_HINT)
+        if exact:
+            return str(exact)
+        return str(super().to_destination_type(column, table))
+
+
+class ExactCsvCopyJob(PostgresCsvCopyJob):
+    """COPY a CSV load file (header line = column names) as psql does: empty = NULL, `""` = empty string."""
 
     def run(self) -> None:
-        try:
-            super().run()
-        except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
-            raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
+        config = self._job_client.config
+        sql_client = self._job_client.sql_client
+        csv_format = config.csv_format or CsvFormatConfiguration()
+        table_name = self.load_table_name
+        known = {c["name"] for c in self._job_client.schema.get_table_columns(table_name).values()}
+        with FileStorage.open_zipsafe_ro(self._file_path, "rb") as f:
+            first = f.readline()
+            if first.startswith(codecs.BOM_UTF8):
+                first = first[len(codecs.BOM_UTF8):]
+            headers = [h.strip().strip('"') for h in first.decode(csv_format.encoding).rstrip("\r\n").split(
+                csv_format.delimiter)]
+            if unknown := [h for h in headers if h not in known]:
+                raise DestinationInvalidFileFormat("postgres", "csv", self._file_path,
+                                                   f"columns {unknown} are not in table `{table_name}`")
+            columns = ",".join(sql_client.escape_column_name(h, quote=True) for h in headers)
+            delimiter = csv_format.delimiter.replace("'", "''")
+            copy_sql = (f"COPY {sql_client.make_qualified_table_name(table_name)} ({columns}) FROM STDIN WITH "
+                        f"(FORMAT CSV, DELIMITER '{delimiter}', NULL '', ENCODING '{csv_format.encoding}')")
+            try:
+                with sql_client.begin_transaction(), sql_client.native_connection.cursor() as cursor:
+                    # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
+                    cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+                    cursor.copy_expert(copy_sql, f, size=COPY_READ_SIZE)
+            except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
+                raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
 
 
 class CaiPostgresClient(PostgresClient):
-    """dlt's postgres job client, using TerminalCsvCopyJob for CSV load files."""
+    """dlt's postgres job client, COPYing CSV load files with ExactCsvCopyJob."""
 
     def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
         job = super().create_load_job(table, file_path, load_id, restore)
         if type(job) is PostgresCsvCopyJob:
-            job = TerminalCsvCopyJob(file_path)
+            job = ExactCsvCopyJob(file_path)
         return job
 
 
 class postgres(dlt_postgres):  # noqa: N801 - dlt names destination factories in lower case
-    """dlt's postgres destination factory with CaiPostgresClient."""
+    """dlt's postgres destination factory with CaiPostgresClient and exact column types."""
+
+    def _raw_capabilities(self) -> DestinationCapabilitiesContext:
+        caps = super()._raw_capabilities()
+        caps.type_mapper = ExactTypeMapper
+        return caps
 
     @property
     def client_class(self) -> type[PostgresClient]:
         return CaiPostgresClient
+
+
+def existing_column_types(dsn: str, schema: str) -> dict[str, dict[str, str]]:
+    """Table -> column -> type (as format_type prints it) of the tables already in ``schema``."""
+    import psycopg
+
+    query = """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped"""
+    tables: dict[str, dict[str, str]] = {}
+    with psycopg.connect(dsn, connect_timeout=30) as conn:
+        for table, column, pg_type in conn.execute(query, (schema,)):
+            tables.setdefault(table, {})[column] = pg_type
+    return tables

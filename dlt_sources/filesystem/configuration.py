@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from cai_common import BaseConfig, S3Credentials
+from cai_common import BaseConfig, FieldProblem, S3Credentials
+from cai_common.pg_types import InvalidPgType, canonical_type
 
 
 class CsvOptions(BaseConfig):
@@ -36,6 +37,23 @@ class FileSourceOptions(CsvOptions):
         "move", description="transfer mode: delete the source once its copy is verified, or keep it"
     )
     verify: Literal["hash", "size"] = Field("hash", description="check each copy by content hash (read back) or size")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="column -> PostgreSQL type, pinned instead of inferred, e.g. {\"mrn\": \"text\"}",
+    )
+
+    @model_validator(mode="after")
+    def _pinned_types_exist(self) -> Self:
+        pinned = {}
+        for name, pg_type in self.columns.items():
+            try:
+                pinned[name] = canonical_type(str(pg_type))
+            except InvalidPgType:
+                raise FieldProblem(f"columns.{name}", (
+                    f"must be a PostgreSQL type such as `text`, `bigint`, `numeric(10,3)`, `date`, `timestamptz`, "
+                    f"`uuid` or `jsonb`, got `{pg_type}`")) from None
+        object.__setattr__(self, "columns", pinned)
+        return self
 
 
 class FilesystemSourceConfig(FileSourceOptions):

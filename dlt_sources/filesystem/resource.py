@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dlt
-from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
 from dlt.common.schema.utils import new_table
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 from dlt.extract.resource import DltResource
 from dlt.sources.filesystem import filesystem
 from fsspec import AbstractFileSystem
 
+from cai_common.pg_types import InvalidPgType, canonical_type, column_pg_type, dlt_column
 from dlt_sources.filesystem.configuration import CsvOptions
+from dlt_sources.filesystem.inference import accepts
 from dlt_sources.filesystem.readers import TableTypes, read_csv_batches, table_name_for
 from dlt_sources.filesystem.reports import LEDGER_KEY, RESOURCE_NAME, CsvFileError, FileReport, ReadReport, stamp
-from dlt_sources.filesystem.staging import Progress, stage_csv, supports_fast_path
+from dlt_sources.filesystem.staging import Progress, pinned_types, stage_csv
 
 
 def csv_tables(
@@ -38,6 +39,8 @@ def csv_tables(
     full_refresh: bool = False,
     on_bad_file: Literal["fail", "skip"] = "fail",
     progress: Progress | None = None,
+    columns: dict[str, str] | None = None,
+    destination_types: dict[str, dict[str, str]] | None = None,
 ) -> DltResource:
     """A dlt resource loading every new or changed CSV file, one table per file stem.
 
@@ -53,19 +56,26 @@ def csv_tables(
         full_refresh: ignore the ledger and read every matching file.
         on_bad_file: ``fail`` stops the run at a malformed file; ``skip`` lists it and goes on.
         progress: called with source bytes read, for progress bars.
+        columns: column -> PostgreSQL type pinned by the user instead of inferred.
+        destination_types: table -> column -> type of the tables already in the destination schema.
     """
     listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
     types = TableTypes()
-    fast = stage_dir is not None and supports_fast_path(options)
+    fast = stage_dir is not None
+    pinned = pinned_types(columns)
+    file_url_of = [""]  # the file being read, for errors raised while declaring its columns
 
     def staged(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
         assert stage_dir is not None
-        csv_file = stage_csv(file, options, stage_dir, progress)
+        csv_file = stage_csv(file, options, stage_dir, progress, pinned)
         schema = dlt.current.source_schema()
         table = schema.naming.normalize_table_identifier(table)
-        existing = set(schema.get_table_columns(table)) if table in schema.tables else set()
-        aligned = types.align_schema(table, csv_file.schema)
-        new_columns = [c for c in py_arrow_to_table_schema_columns(aligned).values() if c["name"] not in existing]
+        existing = schema.get_table_columns(table) if table in schema.tables else {}
+        try:
+            new_columns = table_columns(table, csv_file.types, existing)
+        except CsvFileError:
+            csv_file.path.unlink(missing_ok=True)
+            raise
         if new_columns:
             # Declared on the live schema, table by table: hints passed with the imported file would
             # merge into the resource and so into every other file's table.
@@ -74,6 +84,29 @@ def csv_tables(
         yield dlt.mark.with_file_import(
             str(csv_file.path), "csv", csv_file.rows, hints=dlt.mark.make_hints(table_name=table)
         )
+
+    def table_columns(table: str, types: dict[str, str], existing: dict[str, Any]) -> list[dict[str, Any]]:
+        """dlt columns to add for a file; a column the table has must take the file's values unchanged.
+
+        The destination's own column types win over the dlt schema's: a table made by an earlier
+        pipeline, or by hand, is what COPY will write into.
+        """
+        new_columns = []
+        in_destination = (destination_types or {}).get(table, {})
+        for name, pg_type in types.items():
+            found = in_destination.get(name) or (column_pg_type(existing[name]) if name in existing else None)
+            if found is None:
+                new_columns.append(dlt_column(name, pg_type))
+                continue
+            has = canonical_or_self(found)
+            if name not in existing:
+                new_columns.append(dlt_column(name, found))
+            if not accepts(has, canonical_or_self(pg_type)):
+                raise CsvFileError(file_url_of[0], (
+                    f"column `{name}` holds {pg_type} values but table `{table}` already has it as {has}; "
+                    f"loading would change them. Pin the column's type in the source's `columns` "
+                    f"(e.g. {{\"{name}\": \"{pg_type}\"}}) for a new table, or load this file into its own table"))
+        return new_columns
 
     def batches(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
         entry.path = "arrow"
@@ -96,6 +129,7 @@ def csv_tables(
                 continue
             table = table_name or table_name_for(file["file_name"])
             entry = FileReport(file_url=file["file_url"], table=table, size_bytes=file.get("size_in_bytes"))
+            file_url_of[:] = [file["file_url"]]
             report.files.append(entry)
             try:
                 yield from (staged if fast else batches)(file, table, entry)
@@ -108,3 +142,11 @@ def csv_tables(
             report.stamps[file["file_url"]] = ledger[file["file_url"]] = version
 
     return listing | dlt.transformer(name=RESOURCE_NAME)(csv_rows)
+
+
+def canonical_or_self(pg_type: str) -> str:
+    """One spelling of a type for comparison; a type this runner does not know is compared as written."""
+    try:
+        return canonical_type(pg_type)
+    except InvalidPgType:
+        return pg_type

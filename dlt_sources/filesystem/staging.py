@@ -1,10 +1,14 @@
-"""The fast path for CSV -> PostgreSQL: a source file becomes a dlt load file that COPY reads as is.
+"""CSV -> PostgreSQL: a source file becomes a dlt load file that COPY reads as is.
 
 The file is streamed (never held in memory) into the pipeline's working folder with its header line
-rewritten to the column names dlt will use; one cheap pyarrow pass then validates its structure,
-counts its records and infers column types from the first block. dlt imports the file into the load
-package (`dlt.mark.with_file_import`) and its postgres destination runs `COPY ... FROM STDIN`, so
-PostgreSQL parses the values: no Python code touches them.
+rewritten to the column names dlt will use; one pyarrow pass then validates its structure, counts its
+records and infers each column's type from every value (`inference`). dlt imports the file into the
+load package (`dlt.mark.with_file_import`) and its postgres destination runs `COPY ... FROM STDIN`,
+so PostgreSQL parses the values: no Python code converts them.
+
+A dialect COPY cannot read (a quote character other than `"`, NULL markers other than the empty
+field) is transcoded instead: pyarrow reads it as text and writes psql's CSV (every string quoted, so
+an empty string stays `""` and NULL stays an empty field), and the same COPY loads that.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCa
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 
 from dlt_sources.filesystem.configuration import CsvOptions
+from dlt_sources.filesystem.inference import ColumnTypes
 from dlt_sources.filesystem.readers import ENCODINGS, CsvFileError, open_source
 
 # Bytes per read while streaming a file into the load package: large enough for full disk speed,
@@ -40,18 +45,19 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class StagedCsv:
-    """A source file ready for import: a local CSV with dlt's column names, its rows and Arrow schema."""
+    """A source file ready for import: a local CSV with dlt's column names, its rows and column types."""
 
     path: Path
     rows: int
-    schema: pa.Schema
+    types: dict[str, str]
+    """Column -> PostgreSQL type (inferred from every value, or pinned by the user)."""
 
 
 def supports_fast_path(options: CsvOptions) -> bool:
-    """Whether COPY can read files with these options exactly as pyarrow would.
+    """Whether COPY can read files with these options exactly as they are.
 
     COPY's CSV mode takes `"` quotes and reads only empty fields as NULL; other quote characters or
-    NULL markers go through the Arrow path instead.
+    NULL markers are transcoded to that dialect first.
     """
     return options.quote_char == '"' and set(options.null_values) <= {""}
 
@@ -69,8 +75,23 @@ def column_names(header: list[str] | None, width: int) -> list[str]:
     return names
 
 
-def stage_csv(file: FileItemDict, options: CsvOptions, folder: Path, progress: Progress | None = None) -> StagedCsv:
-    """Stream one source CSV into ``folder`` as a load file and validate it.
+def pinned_types(columns: dict[str, str] | None) -> dict[str, str]:
+    """A source's `columns` hint keyed by dlt's column names (`MRN` and `mrn` pin the same column)."""
+    return {_NAMING.normalize_identifier(name): pg_type for name, pg_type in (columns or {}).items()}
+
+
+def stage_csv(
+    file: FileItemDict, options: CsvOptions, folder: Path, progress: Progress | None = None,
+    pinned: dict[str, str] | None = None,
+) -> StagedCsv:
+    """Stream one source CSV into ``folder`` as a load file, validate it and type its columns.
+
+    Args:
+        file: a file listed by dlt's filesystem resource.
+        options: the source's CSV dialect.
+        folder: where the load file goes (the pipeline's working folder).
+        progress: called with source bytes read.
+        pinned: column (dlt name) -> PostgreSQL type chosen by the user; not inferred.
 
     Raises:
         CsvFileError: empty file, undecodable header, or a record with the wrong number of fields
@@ -80,21 +101,22 @@ def stage_csv(file: FileItemDict, options: CsvOptions, folder: Path, progress: P
     target = folder / f"{uuid.uuid4().hex}.csv"
     encoding = ENCODINGS[options.encoding]
     with open_source(file) as source:
-        first = source.readline()
+        raw_first = source.readline()
         if progress:
-            progress(len(first))
+            progress(len(raw_first))
+        first = raw_first.removeprefix(codecs.BOM_UTF8)
         if not first.strip():
             raise CsvFileError(file["file_url"], "is empty (no header row)")
-        if first.startswith(codecs.BOM_UTF8):
-            first = first[len(codecs.BOM_UTF8):]
         try:
             fields = next(csv.reader([first.decode(encoding)], delimiter=options.delimiter,
                                      quotechar=options.quote_char))
         except UnicodeDecodeError as exc:
             raise CsvFileError(file["file_url"], f"line 1 is not valid {options.encoding}: {exc.reason}") from exc
         names = column_names(fields if options.header else None, len(fields))
+        if not supports_fast_path(options):
+            return _transcode(file, options, target, names, pinned or {}, progress)
         header = (options.delimiter.join(names) + "\n").encode(encoding)
-        if options.header and first == header and _link_local(file, target):
+        if options.header and raw_first == header and _link_local(file, target):
             if progress:
                 progress(max(0, int(file["size_in_bytes"] or 0) - len(first)))
         else:
@@ -107,11 +129,11 @@ def stage_csv(file: FileItemDict, options: CsvOptions, folder: Path, progress: P
                     if progress:
                         progress(len(chunk))
     try:
-        rows, schema = _validate(target, file["file_url"], options, names)
+        rows, types = _scan(target, file["file_url"], options, names, pinned or {})
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return StagedCsv(path=target, rows=rows, schema=schema)
+    return StagedCsv(path=target, rows=rows, types=types)
 
 
 def _link_local(file: FileItemDict, target: Path) -> bool:
@@ -130,8 +152,16 @@ def _link_local(file: FileItemDict, target: Path) -> bool:
     return True
 
 
-def _validate(path: Path, file_url: str, options: CsvOptions, names: list[str]) -> tuple[int, pa.Schema]:
-    """Count records and check each has as many fields as the header; infer types from the first block."""
+def _as_text(names: list[str], null_values: list[str]) -> pa_csv.ConvertOptions:
+    """Every column as a string; NULL only for an unquoted NULL marker, so `""` stays an empty string."""
+    return pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, null_values=null_values,
+                                 strings_can_be_null=True, quoted_strings_can_be_null=False)
+
+
+def _scan(
+    path: Path, file_url: str, options: CsvOptions, names: list[str], pinned: dict[str, str]
+) -> tuple[int, dict[str, str]]:
+    """Count records, check each has as many fields as the header, and infer types from every value."""
     read_options = pa_csv.ReadOptions(block_size=VALIDATE_BLOCK, encoding=ENCODINGS[options.encoding],
                                       use_threads=False)
     bad_rows: list[str] = []
@@ -142,17 +172,17 @@ def _validate(path: Path, file_url: str, options: CsvOptions, names: list[str]) 
 
     parse_options = pa_csv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote_char,
                                         newlines_in_values=True, invalid_row_handler=on_invalid)
+    types = ColumnTypes(names, pinned)
+    # Pinned columns need no look; at least one column is read to count the records.
+    wanted = [n for n in names if n not in types.pinned] or names[:1]
+    convert = _as_text(wanted, [""])
+    convert.include_columns = wanted
+    rows = 0
     try:
-        typed = pa_csv.open_csv(path, read_options=read_options, parse_options=parse_options,
-                                convert_options=pa_csv.ConvertOptions(null_values=options.null_values,
-                                                                      strings_can_be_null=True))
-        schema = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in typed.schema])
-        # Only the first column is converted (as text, which cannot fail): this pass checks structure.
-        counting = pa_csv.open_csv(
-            path, read_options=read_options, parse_options=parse_options,
-            convert_options=pa_csv.ConvertOptions(include_columns=[names[0]], column_types={names[0]: pa.string()}),
-        )
-        rows = sum(batch.num_rows for batch in counting)
+        for batch in pa_csv.open_csv(path, read_options=read_options, parse_options=parse_options,
+                                     convert_options=convert):
+            rows += batch.num_rows
+            types.update(batch)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if bad_rows:
             line = _line_of(path, bad_rows[0])
@@ -160,7 +190,38 @@ def _validate(path: Path, file_url: str, options: CsvOptions, names: list[str]) 
             raise CsvFileError(file_url, f"{where} has the wrong number of fields: "
                                          f"{str(exc).split(': ', 2)[-1][:200]}") from exc
         raise CsvFileError(file_url, str(exc).replace("\n", " ")) from exc
-    return rows, schema
+    return rows, types.result()
+
+
+def _transcode(
+    file: FileItemDict, options: CsvOptions, target: Path, names: list[str], pinned: dict[str, str],
+    progress: Progress | None,
+) -> StagedCsv:
+    """Rewrite a dialect COPY cannot read as psql's CSV (UTF-8, `,`, `"`), typing columns on the way."""
+    read_options = pa_csv.ReadOptions(block_size=VALIDATE_BLOCK, encoding=ENCODINGS[options.encoding],
+                                      column_names=names, skip_rows=1 if options.header else 0, use_threads=False)
+    parse_options = pa_csv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote_char,
+                                        newlines_in_values=True)
+    types = ColumnTypes(names, pinned)
+    rows = 0
+    try:
+        with open_source(file) as source, pa_csv.CSVWriter(str(target), pa.schema([(n, pa.string()) for n in names]),
+                                                           write_options=pa_csv.WriteOptions(quoting_style="needed")) \
+                as writer:
+            for batch in pa_csv.open_csv(source, read_options=read_options, parse_options=parse_options,
+                                         convert_options=_as_text(names, options.null_values)):
+                rows += batch.num_rows
+                types.update(batch)
+                writer.write_batch(batch)
+                if progress:
+                    progress(batch.nbytes)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        target.unlink(missing_ok=True)
+        raise CsvFileError(file["file_url"], str(exc).replace("\n", " ")[:300]) from exc
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return StagedCsv(path=target, rows=rows, types=types.result())
 
 
 def _line_of(path: Path, text: str) -> int | None:
@@ -180,4 +241,4 @@ def _line_of(path: Path, text: str) -> int | None:
     return None
 
 
-__all__ = ["StagedCsv", "column_names", "stage_csv", "supports_fast_path"]
+__all__ = ["StagedCsv", "column_names", "pinned_types", "stage_csv", "supports_fast_path"]

@@ -1,0 +1,117 @@
+"""Column types of CSV text, inferred so that loading never changes a value.
+
+Every value of a column is looked at (batch by batch, vectorised with pyarrow), not a sample: one
+MRN with a leading zero deep in a file keeps the whole column text. A column gets the narrowest
+PostgreSQL type that takes each of its values back exactly:
+
+- `t`/`f`/`true`/`false` -> boolean; integers -> bigint, or numeric beyond bigint's range;
+- decimals (and exponents, `NaN`, `Infinity`) -> unconstrained numeric, never a float;
+- a number written with a leading zero (`08123`, `007.5`) -> text;
+- ISO dates -> date; date-times without an offset -> timestamp, with one (`+05:30`, `+00`, `Z`) ->
+  timestamptz (PostgreSQL keeps microseconds and rounds further digits itself); times -> time / timetz;
+- anything else, a quoted empty string among numbers, or a column that is empty throughout -> text.
+A column widens along its chain as later batches need (bigint -> numeric -> text, date -> timestamp
+-> timestamptz -> text); any other mix is text.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cai_common.pg_types import base_type
+
+TEXT = "text"
+
+_DATE = r"[0-9]{4,}-[0-9]{2}-[0-9]{2}"
+_TIME = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+_OFFSET = r"( ?([+-][0-9]{2}(:?[0-9]{2}){0,2}|Z|UTC))"
+_INFINITY = r"|[+-]?(?i:infinity)"
+PATTERNS: dict[str, str] = {
+    "boolean": r"^(?i:t|f|true|false)$",
+    "bigint": r"^[+-]?(0|[1-9][0-9]*)$",
+    "numeric": r"^([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|NaN|[+-]?Infinity)$",
+    "date": rf"^({_DATE}( BC)?{_INFINITY})$",
+    "timestamp without time zone": rf"^({_DATE}([T ]{_TIME})?( BC)?{_INFINITY})$",
+    "timestamp with time zone": rf"^({_DATE}([T ]{_TIME}{_OFFSET}?)?( BC)?{_INFINITY})$",
+    "time without time zone": rf"^{_TIME}$",
+    "time with time zone": rf"^{_TIME}{_OFFSET}$",
+}
+# A number whose integer part starts with a zero and has more digits: an identifier, not a number.
+_LEADING_ZERO = r"^[+-]?0[0-9]"
+
+# Each type widens only along its chain; a mix of chains is text.
+_CHAINS = [
+    ["boolean"],
+    ["bigint", "numeric"],
+    ["date", "timestamp without time zone", "timestamp with time zone"],
+    ["time without time zone"],
+    ["time with time zone"],
+]
+_ORDER = [t for chain in _CHAINS for t in chain]
+_WIDER = {t: chain[chain.index(t):] for chain in _CHAINS for t in chain}
+
+
+def _fits(values: pa.Array, pg_type: str) -> bool:
+    if not pc.all(pc.match_substring_regex(values, PATTERNS[pg_type])).as_py():
+        return False
+    if pg_type == "bigint":
+        try:
+            pc.cast(pc.utf8_ltrim(values, "+"), pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # beyond bigint: numeric takes it
+            return False
+    # a leading zero means an identifier: text keeps it
+    return not (pg_type == "numeric" and pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py())
+
+
+def widen(current: str | None, values: pa.Array) -> str:
+    """The narrowest type at least as wide as ``current`` that holds every non-null value exactly.
+
+    Args:
+        current: the type the column has so far, None when no value was seen yet.
+        values: the column's next values, as strings (NULLs ignored).
+    """
+    if current == TEXT:
+        return TEXT
+    present = values.drop_null()
+    if len(present) == 0:
+        return current or TEXT
+    for candidate in _WIDER[current] if current else _ORDER:
+        if _fits(present, candidate):
+            return candidate
+    return TEXT
+
+
+class ColumnTypes:
+    """Types of one file's columns, widened batch by batch; pinned columns keep the user's type."""
+
+    def __init__(self, names: list[str], pinned: dict[str, str] | None = None) -> None:
+        self.pinned = {n: t for n, t in (pinned or {}).items() if n in names}
+        self._types: dict[str, str | None] = {n: None for n in names if n not in self.pinned}
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        """Widen each column's type to hold this batch's values."""
+        for name, current in self._types.items():
+            if current != TEXT:
+                self._types[name] = widen(current, batch.column(name))
+
+    def result(self) -> dict[str, str]:
+        """Column -> PostgreSQL type; columns empty throughout are text."""
+        return {**{n: t or TEXT for n, t in self._types.items()}, **self.pinned}
+
+
+def accepts(table_type: str, file_type: str) -> bool:
+    """Whether COPY puts every value of a ``file_type`` column into a ``table_type`` column unchanged or refuses
+    it loudly; False where it would change values quietly (`08123` into bigint, decimals into double precision
+    or numeric(10,3)).
+
+    Both are canonical type names (`cai_common.pg_types.canonical_type`).
+    """
+    if table_type == file_type or table_type in _WIDER.get(file_type, []):
+        return True
+    if base_type(table_type) in (TEXT, "character varying", "citext"):  # too long for varchar(n) is an error
+        return True
+    return file_type == "bigint" and table_type in ("integer", "smallint")  # out of range is an error
+
+
+__all__ = ["PATTERNS", "TEXT", "ColumnTypes", "accepts", "widen"]
