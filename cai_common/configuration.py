@@ -35,6 +35,13 @@ class BaseConfig(BaseModel):
                 values.append(value.get_secret_value())
         return values
 
+    def location(self) -> str:
+        """Where this source reads or this destination writes (no credentials): part of a pipeline's identity.
+
+        Every kind says it: a change of location is a new pipeline, with its own state and ledger.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not say where it reads or writes")
+
     @classmethod
     def parse(cls, raw: dict[str, Any], *, connector_id: int | None, side: str) -> Self:
         """Validate a stored config dict, turning pydantic's errors into a ConnectorConfigError.
@@ -118,6 +125,10 @@ class PostgresCredentials(BaseConfig):
             )
         return self
 
+    def location(self) -> str:
+        """The server and database, without credentials: `postgresql://host:port/db`."""
+        return server_location(self.dsn())
+
     def dsn(self, *, dummy_password: bool = False) -> str:
         """The libpq URL for this server (contains the password: never log it).
 
@@ -137,6 +148,14 @@ class PostgresCredentials(BaseConfig):
                 {"host": host}
             )
         return f"postgresql://{auth}{host}:{self.port}/{quote(self.database or '')}"
+
+
+def server_location(dsn: str) -> str:
+    """`postgresql://host:port/db` of a libpq URL or conninfo: no user, password or options."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(dsn)
+    return f"postgresql://{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
 
 
 def _with_dummy_password(url: str) -> str:
@@ -178,6 +197,10 @@ class S3Credentials(BaseConfig):
             if filled.get(key) in (None, "") and os.environ.get(env):
                 filled[key] = os.environ[env]
         return filled
+
+    def endpoint(self) -> str:
+        """The S3 endpoint these credentials talk to (AWS when none is set)."""
+        return (self.endpoint_url or "https://s3.amazonaws.com").rstrip("/")
 
     def storage_options(self) -> dict[str, Any]:
         """Keyword arguments for ``s3fs.S3FileSystem`` (contains the secret: never log it)."""

@@ -52,6 +52,17 @@ _DLT_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Lossless widenings: a column of a type takes the text of every type before it in its chain unchanged.
+CHAINS = [
+    ["boolean"],
+    ["bigint", "numeric"],
+    ["date", "timestamp without time zone", "timestamp with time zone"],
+    ["time without time zone"],
+    ["time with time zone"],
+]
+_WIDER = {t: chain[chain.index(t):] for chain in CHAINS for t in chain}
+
+
 class InvalidPgType(ValueError):
     """A type name that is not one of the PostgreSQL types a column may be pinned to."""
 
@@ -109,5 +120,27 @@ def column_pg_type(column: dict[str, Any]) -> str:
             "wei": "numeric"}.get(str(data_type), "text")
 
 
-__all__ = ["PG_TYPE_HINT", "PINNABLE", "InvalidPgType", "base_type", "canonical_type", "column_pg_type",
-           "dlt_column"]
+def accepts(table_type: str, value_type: str) -> bool:
+    """Whether COPY puts the text of every ``value_type`` value into a ``table_type`` column unchanged, or
+    refuses it loudly; False where it would change values quietly (`08123` into bigint, decimals into
+    double precision or numeric(10,3)). Both are canonical names (`canonical_type`, format_type).
+    """
+    if table_type == value_type or table_type in _WIDER.get(value_type, []):
+        return True
+    if base_type(table_type) in ("text", "character varying", "citext"):  # too long for varchar(n) is an error
+        return True
+    return value_type == "bigint" and table_type in ("integer", "smallint")  # out of range is an error
+
+
+def comparable(pg_type: str) -> str:
+    """One spelling of a type for comparison; a type this runner cannot pin is compared as written."""
+    try:
+        return canonical_type(pg_type)
+    except InvalidPgType:
+        return pg_type
+
+
+__all__ = [
+    "CHAINS", "PG_TYPE_HINT", "PINNABLE", "InvalidPgType", "accepts", "base_type", "canonical_type", "column_pg_type",
+    "comparable", "dlt_column",
+]

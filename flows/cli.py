@@ -52,10 +52,9 @@ def _print_result(result: dict[str, Any], seconds: float) -> None:
     console.print(f"[{colour}]{result['status']}[/{colour}] run {result.get('run_id')} of connector "
                   f"{result.get('connector_id')}: {result.get('rows_ingested')} rows in {seconds:.1f} s")
     console.print(result.get("log_summary") or "")
-    pipeline = (result.get("metrics") or {}).get("pipeline_name")
-    if pipeline:
-        pipelines_dir = result["metrics"].get("pipelines_dir")
-        console.print(f"inspect: dlt pipeline --pipelines-dir {pipelines_dir} {pipeline} trace")
+    inspect = (result.get("metrics") or {}).get("inspect")
+    if inspect and inspect not in (result.get("log_summary") or ""):
+        console.print(f"inspect: {inspect}")
 
 
 @app.command("init-db")

@@ -110,6 +110,8 @@ def run_dlt_pipeline(config: dict[str, Any]) -> dict[str, Any]:
     summary = f"{label}: {outcome.summary}"
     if connector.warnings():
         summary += "; warnings: " + "; ".join(connector.warnings())
+    if outcome.metrics.get("inspect"):
+        summary += f"; inspect: {outcome.metrics['inspect']}"
     logger.info(mask_secrets(summary, secrets))
     return {
         "status": "success",

@@ -74,6 +74,8 @@ def load_csv(
          "write_disposition": "replace" if replace else "append"},
         connector_id=None, side="destination",
     )
-    # One pipeline (and so one loaded-files ledger) per location, schema and table.
-    key = hashlib.sha1(f"{source.bucket_url()}|{source.file_pattern}|{schema}|{table}".encode()).hexdigest()[:12]
+    # One pipeline (and so one loaded-files ledger) per source location and pattern, and target database,
+    # schema and table.
+    identity = f"{source.location()}|{source.file_pattern}|{target.location()}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return load_csv_files(f"load_csv_{key}", source, target, progress=progress)

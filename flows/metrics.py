@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from dlt.common.pipeline import ExtractInfo, LoadInfo, NormalizeInfo
 from dlt.pipeline.pipeline import Pipeline
+
+
+def inspect_command(pipeline: Pipeline) -> str:
+    """The `dlt pipeline` command that shows this pipeline's last run."""
+    return f"dlt pipeline --pipelines-dir {shlex.quote(str(pipeline.pipelines_dir))} {pipeline.pipeline_name} info"
 
 
 def _is_data_table(name: str) -> bool:
@@ -50,6 +56,7 @@ def load_metrics(
     return {
         "pipeline_name": pipeline.pipeline_name,
         "pipelines_dir": pipeline.pipelines_dir,
+        "inspect": inspect_command(pipeline),
         "destination": pipeline.destination.destination_name if pipeline.destination else None,
         "dataset_name": pipeline.dataset_name,
         "load_ids": list(load_info.loads_ids) if load_info else [],

@@ -19,7 +19,7 @@ from dlt_sources.sql_database import (
 from flows.connector_config import ConnectorConfig
 from flows.file_targets import file_target
 from flows.metrics import load_metrics
-from flows.pipelines import PathOutcome, pipelines_dir
+from flows.pipelines import PathOutcome, pipeline_name_for, pipelines_dir
 
 
 def query_to_files(connector: ConnectorConfig) -> PathOutcome:
@@ -31,7 +31,7 @@ def query_to_files(connector: ConnectorConfig) -> PathOutcome:
     name, fs, root, put_kwargs = file_target(connector)
     delivered: list[dict[str, Any]] = []
     pipeline = dlt.pipeline(
-        pipeline_name=f"connector_{connector.connector_id}",
+        pipeline_name=pipeline_name_for(connector),
         pipelines_dir=str(pipelines_dir()),
         destination=file_destination(name, fs, root, delivered.append, **put_kwargs),
         dataset_name="exports",

@@ -7,9 +7,9 @@ import re
 import shutil
 from pathlib import Path
 
-from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
-
 from cai_common import ConnectorConfigError
+from cai_common.naming import table_name
+from cai_common.pg_types import accepts, comparable
 from dlt_destinations.postgres import PostgresDestinationConfig, existing_column_types
 from dlt_sources.filesystem import (
     BadFilesError,
@@ -20,36 +20,67 @@ from dlt_sources.filesystem import (
     open_filesystem,
 )
 from dlt_sources.filesystem.staging import Progress, supports_fast_path
-from dlt_sources.sql_database import QueryReport, SqlDatabaseSourceConfig, ensure_read_only_query, query_rows
+from dlt_sources.sql_database import (
+    QueryReport,
+    SqlDatabaseSourceConfig,
+    describe_query,
+    ensure_read_only_query,
+    query_table_rows,
+)
 from flows.connector_config import ConnectorConfig
 from flows.metrics import load_metrics
-from flows.pipelines import PathOutcome, files_ledger, forget_files, postgres_pipeline
+from flows.pipelines import PathOutcome, files_ledger, forget_files, pipeline_name_for, postgres_pipeline
 
 
 def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
-    """A read-only query -> a PostgreSQL table (`table_name`, default: the connector's name), as Arrow batches."""
+    """A read-only query -> a PostgreSQL table (`table_name`, default: the connector's name), types kept exactly.
+
+    PostgreSQL describes the query's columns (type OIDs and modifiers), writes its rows as CSV text,
+    and the destination's COPY reads them into columns of the same types.
+    """
     source = connector.source
     target = connector.destination
     assert isinstance(source, SqlDatabaseSourceConfig)
     assert isinstance(target, PostgresDestinationConfig)
     ensure_read_only_query(source.query, connector.connector_id)  # before any connection is made
-    table = SnakeCaseNaming().normalize_table_identifier(target.table_name or connector.connector_name)
-    pipeline = postgres_pipeline(f"connector_{connector.connector_id}", target)
-    report = QueryReport()
-    resource = query_rows(source, table, report, connector.connector_id)
+    table = table_name(target.table_name or connector.connector_name)
+    columns = describe_query(source, connector.connector_id)
+    _check_existing_table(connector.connector_id, target, table, {c.name: c.pg_type for c in columns})
+    pipeline = postgres_pipeline(pipeline_name_for(connector), target)
+    report = QueryReport(reader="copy", as_text=[f"{c.name} ({c.source_type})" for c in columns if not c.exact])
+    workdir = Path(pipeline.working_dir) / "query_rows"
+    resource = query_table_rows(source, workdir, table, columns, report, connector.connector_id)
     resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
     if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
         pipeline.normalize()
         pipeline.load(raise_on_failed_jobs=True)
-    extract_info = pipeline.extract(resource)
-    normalize_info = pipeline.normalize()
-    load_info = pipeline.load(raise_on_failed_jobs=True)
+    try:
+        extract_info = pipeline.extract(resource)
+        normalize_info = pipeline.normalize()
+        load_info = pipeline.load(raise_on_failed_jobs=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
-    metrics["query"] = {"reader": report.reader, "batches": report.batches, "rows": report.rows,
-                        "fallback_reason": report.fallback_reason}
-    summary = (f"exported {report.rows} rows ({report.reader}, {report.batches} batch(es)) into "
-               f"`{target.schema_name}`.`{table}` ({target.write_disposition})")
+    metrics["query"] = {"reader": report.reader, "rows": report.rows, "columns_as_text": report.as_text}
+    metrics["row_counts"] = {table: report.rows}
+    summary = (f"copied {report.rows} rows into `{target.schema_name}`.`{table}` ({target.write_disposition}), "
+               f"{len(columns)} column(s) with the source's types")
+    if report.as_text:
+        summary += "; landed as text (no exact type in the destination): " + ", ".join(report.as_text)
     return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
+
+
+def _check_existing_table(
+    connector_id: int, target: PostgresDestinationConfig, table: str, types: dict[str, str]
+) -> None:
+    """Refuse to load into an existing table whose column types would change the query's values."""
+    existing = existing_column_types(target.dsn(), target.schema_name).get(table, {})
+    for name, pg_type in types.items():
+        if name in existing and not accepts(comparable(existing[name]), comparable(pg_type)):
+            raise ConnectorConfigError(connector_id, "destination", "table_name", (
+                f"`{target.schema_name}`.`{table}` already has column `{name}` as {existing[name]}, but the query "
+                f"returns {pg_type}: loading would change its values; drop or alter that table, or load into "
+                f"another `table_name`"))
 
 
 def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
@@ -61,7 +92,7 @@ def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     if source.mode == "transfer":
         raise ConnectorConfigError(connector.connector_id, "source", "mode",
                                    "`transfer` copies files, and a `postgres` destination takes rows: use `extract`")
-    return load_csv_files(f"connector_{connector.connector_id}", source, target)
+    return load_csv_files(pipeline_name_for(connector), source, target)
 
 
 def load_csv_files(

@@ -23,7 +23,7 @@ from dlt_sources.filesystem.manifests import MANIFESTS, file_manifests
 from flows.connector_config import ConnectorConfig
 from flows.file_targets import file_target
 from flows.metrics import load_metrics
-from flows.pipelines import PathOutcome, files_ledger, forget_files, pipelines_dir
+from flows.pipelines import PathOutcome, files_ledger, forget_files, pipeline_name_for, pipelines_dir
 
 
 def _transfer_target(connector: ConnectorConfig, verify: Literal["hash", "size"]) -> tuple[str, TransferTarget]:
@@ -48,7 +48,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     copy_mode = source.transfer == "copy"
     src_fs = open_filesystem(source)
     pipeline = dlt.pipeline(
-        pipeline_name=f"connector_{connector.connector_id}",
+        pipeline_name=pipeline_name_for(connector),
         pipelines_dir=str(pipelines_dir()),
         destination=transfer_destination(name, src_fs, target, results.append, move=not copy_mode),
         dataset_name="transfers",

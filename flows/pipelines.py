@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +12,11 @@ from typing import Any
 import dlt
 from dlt.pipeline.pipeline import Pipeline
 
+from cai_common.configuration import server_location
 from dlt_destinations.postgres import PostgresDestinationConfig, postgres
 from dlt_sources.filesystem import LEDGER_KEY, RESOURCE_NAME
+from flows.config_store import database_url
+from flows.connector_config import ConnectorConfig
 from flows.embedded import data_dir
 
 
@@ -27,6 +32,26 @@ class PathOutcome:
 def pipelines_dir() -> Path:
     """Where dlt keeps pipeline state and traces: `CAI_PIPELINES_DIR` or `<cai data dir>/pipelines`."""
     return Path(os.environ.get("CAI_PIPELINES_DIR") or data_dir() / "pipelines")
+
+
+def pipeline_name_for(connector: ConnectorConfig) -> str:
+    """The dlt pipeline of a connector: `connector_<id>_<12 hex>`, one per config store, connector, and
+    source and destination (kind and location; for PostgreSQL also schema and table).
+
+    dlt keeps a pipeline's state (the ledger of files already loaded or copied) under its name, so
+    pointing a connector at another database, schema, table, folder, bucket or endpoint starts a new
+    pipeline that sends everything there, while the old target's state stays with the old name. Two
+    config stores served by one worker never share a pipeline. Only a hash of the locations is in
+    the name: a REST URL may carry a token.
+    """
+    identity = {
+        "config_store": server_location(database_url()),
+        "connector_id": connector.connector_id,
+        "source": [connector.source_type, connector.source.location()],
+        "destination": [connector.destination_type, connector.destination.location()],
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return f"connector_{connector.connector_id}_{digest}"
 
 
 def postgres_pipeline(

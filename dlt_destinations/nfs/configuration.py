@@ -11,3 +11,7 @@ class NfsDestinationConfig(BaseConfig):
     """A local or NFS-mounted directory, created if missing."""
 
     path: str = Field(..., min_length=1, description="target directory, e.g. /mnt/nfs/destination")
+
+    def location(self) -> str:
+        """The directory."""
+        return "file://" + self.path.rstrip("/")

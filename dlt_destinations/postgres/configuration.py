@@ -19,6 +19,10 @@ class PostgresDestinationConfig(PostgresCredentials):
     )
     primary_key: str | list[str] | None = Field(None, description="key column(s) for merge")
 
+    def location(self) -> str:
+        """Server, database, schema and table (tables named after files or the connector when unset)."""
+        return f"{super().location()} {self.schema_name} {self.table_name or '*'}"
+
     @model_validator(mode="after")
     def _merge_needs_key(self) -> Self:
         if self.write_disposition == "merge" and not self.primary_key:

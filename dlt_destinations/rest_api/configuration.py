@@ -30,6 +30,10 @@ class RestApiDestinationConfig(BaseConfig):
     connect_timeout: float = Field(30.0, gt=0, description="seconds to wait for a connection")
     read_timeout: float = Field(300.0, gt=0, description="seconds to wait for the server's answer")
 
+    def location(self) -> str:
+        """The method and URL (hashed into the pipeline name, never shown: a URL may carry a token)."""
+        return f"{self.method} {self.url}"
+
     @model_validator(mode="after")
     def _auth_fields(self) -> Self:
         needed = {"bearer_token": ["token"], "api_key": ["api_key"], "basic": ["username", "password"]}

@@ -13,3 +13,7 @@ class S3DestinationConfig(S3Credentials):
     bucket: str = Field(..., min_length=1, description="bucket name")
     prefix: str = Field("", description="key prefix, e.g. processed/")
     chunk_size_mb: int = Field(8, ge=5, le=5120, description="multipart part size in MB (S3 minimum is 5)")
+
+    def location(self) -> str:
+        """The endpoint, bucket and prefix."""
+        return f"{self.endpoint()} s3://{self.bucket}/{self.prefix.strip('/')}"

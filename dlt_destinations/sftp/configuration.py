@@ -24,6 +24,10 @@ class SftpDestinationConfig(BaseConfig):
     )
     atomic_rename: bool = Field(True, description="write to a temp name then rename (off for servers that cannot)")
 
+    def location(self) -> str:
+        """The server, login and directory."""
+        return f"sftp://{self.username}@{self.host}:{self.port}/{self.path.strip('/')}"
+
     @model_validator(mode="after")
     def _need_auth(self) -> Self:
         if self.password is None and not self.pkey_path:

@@ -66,6 +66,10 @@ class FilesystemSourceConfig(FileSourceOptions):
         """The fsspec URL of the folder."""
         return self.path if "://" in self.path else "file://" + self.path
 
+    def location(self) -> str:
+        """The folder's URL."""
+        return self.bucket_url().rstrip("/")
+
 
 class S3SourceConfig(FileSourceOptions, S3Credentials):
     """Objects under a prefix of an S3/MinIO bucket."""
@@ -78,3 +82,7 @@ class S3SourceConfig(FileSourceOptions, S3Credentials):
         """The fsspec URL of the prefix."""
         prefix = self.path.strip("/")
         return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+    def location(self) -> str:
+        """The endpoint and the prefix's URL."""
+        return f"{self.endpoint()} {self.bucket_url()}"

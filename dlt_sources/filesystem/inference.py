@@ -19,7 +19,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cai_common.pg_types import base_type
+from cai_common.pg_types import CHAINS
 
 TEXT = "text"
 
@@ -40,16 +40,8 @@ PATTERNS: dict[str, str] = {
 # A number whose integer part starts with a zero and has more digits: an identifier, not a number.
 _LEADING_ZERO = r"^[+-]?0[0-9]"
 
-# Each type widens only along its chain; a mix of chains is text.
-_CHAINS = [
-    ["boolean"],
-    ["bigint", "numeric"],
-    ["date", "timestamp without time zone", "timestamp with time zone"],
-    ["time without time zone"],
-    ["time with time zone"],
-]
-_ORDER = [t for chain in _CHAINS for t in chain]
-_WIDER = {t: chain[chain.index(t):] for chain in _CHAINS for t in chain}
+_ORDER = [t for chain in CHAINS for t in chain]
+_WIDER = {t: chain[chain.index(t):] for chain in CHAINS for t in chain}
 
 
 def _fits(values: pa.Array, pg_type: str) -> bool:
@@ -100,18 +92,4 @@ class ColumnTypes:
         return {**{n: t or TEXT for n, t in self._types.items()}, **self.pinned}
 
 
-def accepts(table_type: str, file_type: str) -> bool:
-    """Whether COPY puts every value of a ``file_type`` column into a ``table_type`` column unchanged or refuses
-    it loudly; False where it would change values quietly (`08123` into bigint, decimals into double precision
-    or numeric(10,3)).
-
-    Both are canonical type names (`cai_common.pg_types.canonical_type`).
-    """
-    if table_type == file_type or table_type in _WIDER.get(file_type, []):
-        return True
-    if base_type(table_type) in (TEXT, "character varying", "citext"):  # too long for varchar(n) is an error
-        return True
-    return file_type == "bigint" and table_type in ("integer", "smallint")  # out of range is an error
-
-
-__all__ = ["PATTERNS", "TEXT", "ColumnTypes", "accepts", "widen"]
+__all__ = ["PATTERNS", "TEXT", "ColumnTypes", "widen"]

@@ -19,9 +19,8 @@ from dlt.extract.resource import DltResource
 from dlt.sources.filesystem import filesystem
 from fsspec import AbstractFileSystem
 
-from cai_common.pg_types import InvalidPgType, canonical_type, column_pg_type, dlt_column
+from cai_common.pg_types import accepts, column_pg_type, comparable, dlt_column
 from dlt_sources.filesystem.configuration import CsvOptions
-from dlt_sources.filesystem.inference import accepts
 from dlt_sources.filesystem.readers import TableTypes, read_csv_batches, table_name_for
 from dlt_sources.filesystem.reports import LEDGER_KEY, RESOURCE_NAME, CsvFileError, FileReport, ReadReport, stamp
 from dlt_sources.filesystem.staging import Progress, pinned_types, stage_csv
@@ -79,7 +78,7 @@ def csv_tables(
         if new_columns:
             # Declared on the live schema, table by table: hints passed with the imported file would
             # merge into the resource and so into every other file's table.
-            schema.update_table(new_table(table, columns=new_columns))
+            schema.update_table(new_table(table, columns=new_columns))  # type: ignore[arg-type]
         entry.rows = csv_file.rows
         yield dlt.mark.with_file_import(
             str(csv_file.path), "csv", csv_file.rows, hints=dlt.mark.make_hints(table_name=table)
@@ -98,10 +97,10 @@ def csv_tables(
             if found is None:
                 new_columns.append(dlt_column(name, pg_type))
                 continue
-            has = canonical_or_self(found)
+            has = comparable(found)
             if name not in existing:
                 new_columns.append(dlt_column(name, found))
-            if not accepts(has, canonical_or_self(pg_type)):
+            if not accepts(has, comparable(pg_type)):
                 raise CsvFileError(file_url_of[0], (
                     f"column `{name}` holds {pg_type} values but table `{table}` already has it as {has}; "
                     f"loading would change them. Pin the column's type in the source's `columns` "
@@ -143,10 +142,3 @@ def csv_tables(
 
     return listing | dlt.transformer(name=RESOURCE_NAME)(csv_rows)
 
-
-def canonical_or_self(pg_type: str) -> str:
-    """One spelling of a type for comparison; a type this runner does not know is compared as written."""
-    try:
-        return canonical_type(pg_type)
-    except InvalidPgType:
-        return pg_type

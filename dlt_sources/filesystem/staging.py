@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 
+from cai_common.naming import column_names
 from dlt_sources.filesystem.configuration import CsvOptions
 from dlt_sources.filesystem.inference import ColumnTypes
 from dlt_sources.filesystem.readers import ENCODINGS, CsvFileError, open_source
@@ -60,19 +61,6 @@ def supports_fast_path(options: CsvOptions) -> bool:
     NULL markers are transcoded to that dialect first.
     """
     return options.quote_char == '"' and set(options.null_values) <= {""}
-
-
-def column_names(header: list[str] | None, width: int) -> list[str]:
-    """dlt's names for a file's columns: its header normalised (made unique), or column_1..N."""
-    raw = header if header is not None else [f"column_{i + 1}" for i in range(width)]
-    names: list[str] = []
-    for index, name in enumerate(raw):
-        base = _NAMING.normalize_identifier(name.strip() or f"column_{index + 1}")
-        candidate, suffix = base, 2
-        while candidate in names:
-            candidate, suffix = f"{base}_{suffix}", suffix + 1
-        names.append(candidate)
-    return names
 
 
 def pinned_types(columns: dict[str, str] | None) -> dict[str, str]:

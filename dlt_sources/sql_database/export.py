@@ -14,7 +14,7 @@ from cai_common import ConnectorConfigError
 from cai_common.files import UnsafePathError, safe_join
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.guard import ensure_read_only_query
-from dlt_sources.sql_database.readers import QueryError, QueryReport
+from dlt_sources.sql_database.reports import QueryError, QueryReport
 
 # Read and write buffer of the export: 1 MB moves at disk speed with memory kept flat.
 COPY_BUFFER = 1024 * 1024
@@ -39,27 +39,48 @@ def csv_file_name(config: SqlDatabaseSourceConfig, connector_id: int | None, now
     return name
 
 
+# Session settings under which every type's text reads back as the same value in any PostgreSQL:
+# ISO dates, `postgres` intervals, hex bytea, floats with all their digits (a role may have set
+# extra_float_digits lower, which rounds), timestamps in UTC.
+EXACT_TEXT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "bytea_output": "hex",
+              "extra_float_digits": "3", "TimeZone": "UTC", "client_encoding": "UTF8"}
+
+
 def export_csv(
-    config: SqlDatabaseSourceConfig, path: Path, report: QueryReport, connector_id: int | None = None
+    config: SqlDatabaseSourceConfig, path: Path, report: QueryReport, connector_id: int | None = None,
+    header: list[str] | None = None,
 ) -> int:
     """Write the query's rows as CSV (with header) to ``path``; returns the bytes written.
 
     psycopg2's `copy_expert` (the driver dlt's postgres destination already uses) streams COPY's
     output to the file from C: measured on 2M rows it takes what psql takes (2.4 s vs 2.5 s), where a
     Python loop over psycopg 3's COPY rows took 4.1-4.9 s.
+
+    Args:
+        config: the source.
+        path: the local file to write.
+        report: gets the reader and the rows PostgreSQL reported copying.
+        connector_id: named in errors.
+        header: column names to write as the header line instead of PostgreSQL's, and the values
+            written under EXACT_TEXT settings: the file is for loading into PostgreSQL, not for people
+            (without it the file is byte for byte what psql's `\\copy (query) to ... csv header` writes).
     """
     import psycopg2
 
     ensure_read_only_query(config.query, connector_id)
     # The query runs as given (it was proven a single read statement); a trailing `;` cannot sit in COPY ( ).
     query = config.query.strip().rstrip(";")
-    statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+    statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv{'' if header else ', HEADER'})"
     report.reader = "copy"
     try:
         conn = psycopg2.connect(config.dsn(), connect_timeout=30)
         try:
             conn.set_session(readonly=True)
             with conn.cursor() as cursor, open(path, "wb", buffering=COPY_BUFFER) as out:
+                if header:
+                    for name, value in EXACT_TEXT.items():
+                        cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
+                    out.write((",".join(header) + "\n").encode())
                 cursor.copy_expert(statement, out, size=COPY_BUFFER)
                 report.rows = max(cursor.rowcount, 0)
             conn.rollback()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -20,9 +19,9 @@ import psycopg
 import pyarrow as pa
 from psycopg.types.string import TextLoader
 
-from cai_common import ConnectorError
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.guard import ensure_read_only_query
+from dlt_sources.sql_database.reports import QueryError, QueryReport
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +37,6 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
 # Read as PostgreSQL's own text, as connectorx does: JSON stays the JSON text, uuids and intervals
 # their canonical text.
 _AS_TEXT = ("json", "jsonb", "uuid", "interval")
-
-
-class QueryError(ConnectorError):
-    """The database refused or failed the query (a read-only violation, a missing table...)."""
-
-
-@dataclass
-class QueryReport:
-    """How a query was read: which reader, how many batches and rows."""
-
-    reader: str = "connectorx"
-    batches: int = 0
-    rows: int = 0
-    fallback_reason: str | None = None
 
 
 def _read_only_url(dsn: str) -> str:

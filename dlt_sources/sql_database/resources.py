@@ -1,4 +1,4 @@
-"""dlt resources of a read-only query: one exported CSV file, or its rows as Arrow batches."""
+"""dlt resources of a read-only query: one exported CSV file, its rows for a PostgreSQL table, or Arrow batches."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import dlt
 from dlt.extract.resource import DltResource
 
+from cai_common.pg_types import dlt_column
+from dlt_sources.sql_database.columns import ResultColumn
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.export import export_csv
-from dlt_sources.sql_database.readers import QueryReport, query_batches
+from dlt_sources.sql_database.reports import QueryReport
 
 
 def query_csv_file(
@@ -33,7 +35,32 @@ def query_rows(
 ) -> DltResource:
     """A dlt resource yielding the query's rows as Arrow batches into ``table_name``."""
 
+    from dlt_sources.sql_database.readers import query_batches  # connectorx and pyarrow: only when used
+
     def rows() -> object:
         yield from query_batches(config, report, connector_id)
+
+    return dlt.resource(rows, name=table_name)
+
+
+def query_table_rows(
+    config: SqlDatabaseSourceConfig, workdir: Path, table_name: str, columns: list[ResultColumn],
+    report: QueryReport, connector_id: int | None = None,
+) -> DltResource:
+    """A dlt resource yielding the query's rows into ``table_name`` with the source's exact column types.
+
+    PostgreSQL writes the rows as CSV text under settings that read back exactly (`export.EXACT_TEXT`),
+    and the file goes into the load package as it is, for the destination's COPY: every type's own
+    text, so every value arrives equal (what `psql -c "\\copy (q) to stdout" | psql -c "\\copy t from
+    stdin"` does). The columns carry their exact types as `x-postgres-type` hints.
+    """
+
+    def rows() -> object:
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / f"{uuid.uuid4().hex}.csv"
+        export_csv(config, path, report, connector_id, header=[c.name for c in columns])
+        hints = dlt.mark.make_hints(table_name=table_name,
+                                    columns=[dlt_column(c.name, c.pg_type) for c in columns])  # type: ignore[misc]
+        yield dlt.mark.with_file_import(str(path), "csv", report.rows, hints=hints)
 
     return dlt.resource(rows, name=table_name)

@@ -1,0 +1,28 @@
+"""Column names as dlt will store them: normalised by dlt's snake_case convention and made unique."""
+
+from __future__ import annotations
+
+from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
+
+_NAMING = SnakeCaseNaming()
+
+
+def column_names(header: list[str] | None, width: int) -> list[str]:
+    """dlt's names for a file's or a query's columns: ``header`` normalised (made unique), or column_1..N."""
+    raw = header if header is not None else [f"column_{i + 1}" for i in range(width)]
+    names: list[str] = []
+    for index, name in enumerate(raw):
+        base = _NAMING.normalize_identifier(name.strip() or f"column_{index + 1}")
+        candidate, suffix = base, 2
+        while candidate in names:
+            candidate, suffix = f"{base}_{suffix}", suffix + 1
+        names.append(candidate)
+    return names
+
+
+def table_name(name: str) -> str:
+    """dlt's name for a table."""
+    return _NAMING.normalize_table_identifier(name)
+
+
+__all__ = ["column_names", "table_name"]
