@@ -57,6 +57,17 @@ class UnknownTypeError(ConnectorConfigError):
         )
 
 
+class ReconciliationError(TerminalValueError):
+    """The destination holds a different number of rows than were read from the source."""
+
+    def __init__(self, rows_read: int, rows_written: int, metrics: dict[str, Any] | None = None) -> None:
+        self.rows_read = rows_read
+        self.rows_written = rows_written
+        self.metrics = metrics or {}
+        super().__init__(f"rows read from the source ({rows_read}) and rows written to the destination "
+                         f"({rows_written}) disagree")
+
+
 class UnsupportedPathError(ConnectorError, TerminalValueError):
     """A valid source and a valid destination that no data path joins (yet)."""
 

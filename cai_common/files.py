@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import uuid
@@ -22,6 +23,15 @@ def safe_join(root: str, relative: str) -> str:
     if normal in ("", ".") or normal == ".." or normal.startswith("../"):
         raise UnsafePathError(f"`{relative}` would escape `{root}`")
     return f"{root.rstrip('/')}/{normal}"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a local file, read in 4 MB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_put(

@@ -1,6 +1,6 @@
 """Streaming one file between two fsspec filesystems, verified, never visible half-written.
 
-Bytes move in `CHUNK` pieces (memory stays flat whatever the size) while an MD5 is computed. The
+Bytes move in `CHUNK` pieces (memory stays flat whatever the size) while a SHA-256 is computed. The
 copy is verified before it gets its final name: size always, and with `verify="hash"` the
 destination is read back and hashed. Folders and SFTP get a hidden temp name and a rename (local
 folders fsync first). S3 gets a multipart upload that is aborted on failure and visible only once
@@ -31,10 +31,10 @@ class VerificationError(OSError):
 
 @dataclass(frozen=True)
 class Transferred:
-    """What landed: bytes, the content's MD5 (None after a server-side copy) and how it was checked."""
+    """What landed: bytes, the content's SHA-256 (None after a server-side copy) and how it was checked."""
 
     bytes: int
-    md5: str | None
+    sha256: str | None
     verified: str
 
 
@@ -99,8 +99,8 @@ def open_read(fs: AbstractFileSystem, path: str) -> Any:
     return S3ObjectStream(fs, path) if is_object_store(fs) else fs.open(path, "rb")
 
 
-def _md5_of(fs: AbstractFileSystem, path: str) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _sha256_of(fs: AbstractFileSystem, path: str) -> str:
+    digest = hashlib.sha256()
     with open_read(fs, path) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
@@ -114,7 +114,7 @@ def transfer_file(
     """Copy ``src_path`` to ``final_path``; on any failure nothing is left under the final name.
 
     Args:
-        verify: ``hash`` reads the destination back and compares MD5s; ``size`` compares sizes only.
+        verify: ``hash`` reads the destination back and compares SHA-256s; ``size`` compares sizes only.
         part_size: multipart part size on S3.
         atomic_rename: write to a temp name and rename (folders, SFTP); False writes in place for
             servers that cannot rename.
@@ -135,7 +135,7 @@ def transfer_file(
         return Transferred(stored, None, "size (server-side copy)")
     rename = atomic_rename and not is_object_store(dst_fs)
     target = f"{parent}/.{posixpath.basename(final_path)}.{uuid.uuid4().hex}.tmp" if rename else final_path
-    digest = hashlib.md5(usedforsecurity=False)
+    digest = hashlib.sha256()
     size = 0
     out = dst_fs.open(target, "wb", block_size=part_size) if is_object_store(dst_fs) else dst_fs.open(target, "wb")
     try:
@@ -148,7 +148,7 @@ def transfer_file(
         stored = dst_fs.size(target)
         if stored != size or size != expected:
             raise VerificationError(f"`{final_path}`: stored {stored} bytes, read {size}, source has {expected}")
-        if verify == "hash" and _md5_of(dst_fs, target) != digest.hexdigest():
+        if verify == "hash" and _sha256_of(dst_fs, target) != digest.hexdigest():
             raise VerificationError(f"`{final_path}`: content hash differs from the source's")
         if "file" in _protocols(dst_fs):
             import os

@@ -26,7 +26,7 @@ class FileDeliveryError(DestinationTerminalException):
 
 
 Delivered = Callable[[dict[str, Any]], None]
-"""Called with {url, bytes, rows} for each file delivered."""
+"""Called with {url, bytes, rows, sha256} for each file delivered."""
 
 
 def file_destination(
@@ -47,7 +47,10 @@ def file_destination(
                 raise DestinationTransientException(f"`{final}`: {exc}") from exc
             except Exception as exc:
                 raise FileDeliveryError(f"`{final}`: {type(exc).__name__}: {exc}") from exc
-            on_delivered({"url": fs.unstrip_protocol(final), "bytes": size, "rows": item["rows"]})
+            if size != item["bytes"]:
+                raise FileDeliveryError(f"`{final}`: delivered {size} bytes, the export wrote {item['bytes']}")
+            on_delivered({"url": fs.unstrip_protocol(final), "bytes": size, "rows": item["rows"],
+                          "sha256": item.get("sha256")})
 
     factory = dlt.destination(deliver, name=name, batch_size=1, loader_file_format="typed-jsonl")
     return factory()
@@ -65,7 +68,7 @@ class TransferTarget(Protocol):
         ...
 
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
-        """Deliver one file; return {bytes, md5, verified}, or raise: nothing is then left at the destination."""
+        """Deliver one file; return {bytes, sha256, verified}, or raise: nothing is then left at the destination."""
         ...
 
 
@@ -88,7 +91,7 @@ class FilesystemTarget:
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
         done = transfer_file(src_fs, file_url, self.fs, safe_join(self.root, relative_path), verify=self.verify,
                              part_size=self.part_size, atomic_rename=self.atomic_rename)
-        return {"bytes": done.bytes, "md5": done.md5, "verified": done.verified}
+        return {"bytes": done.bytes, "sha256": done.sha256, "verified": done.verified}
 
 
 def transfer_destination(
@@ -96,7 +99,7 @@ def transfer_destination(
 ) -> Destination:
     """A dlt destination copying (or moving) each manifest's file to the target, at its relative path.
 
-    Every file gets a result, {file_url, url, bytes, md5, verified, status, error}: one file failing
+    Every file gets a result, {file_url, url, bytes, sha256, verified, status, error}: one file failing
     does not stop the others. A moved file's source is deleted only after its copy was verified.
     """
 

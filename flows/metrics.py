@@ -8,6 +8,8 @@ from typing import Any
 from dlt.common.pipeline import ExtractInfo, LoadInfo, NormalizeInfo
 from dlt.pipeline.pipeline import Pipeline
 
+from cai_common import ReconciliationError
+
 
 def inspect_command(pipeline: Pipeline) -> str:
     """The `dlt pipeline` command that shows this pipeline's last run."""
@@ -66,6 +68,19 @@ def load_metrics(
         "failed_jobs": failed,
         "durations_s": durations,
     }
+
+
+def reconcile(metrics: dict[str, Any], rows_read: dict[str, int], rows_written: dict[str, int]) -> None:
+    """Record rows read from the source and rows PostgreSQL reported writing (`COPY n`), per table and in all.
+
+    Raises:
+        ReconciliationError: the totals disagree (the metrics, with both numbers, go with it).
+    """
+    read, written = sum(rows_read.values()), sum(rows_written.values())
+    metrics["reconciliation"] = {"rows_read": read, "rows_written": written, "read_by_table": rows_read,
+                                 "written_by_table": rows_written, "agree": read == written}
+    if read != written:
+        raise ReconciliationError(read, written, metrics)
 
 
 def artifact_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:

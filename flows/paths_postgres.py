@@ -7,10 +7,12 @@ import re
 import shutil
 from pathlib import Path
 
+from dlt.pipeline.pipeline import Pipeline
+
 from cai_common import ConnectorConfigError
 from cai_common.naming import table_name
 from cai_common.pg_types import accepts, comparable
-from dlt_destinations.postgres import PostgresDestinationConfig, existing_column_types
+from dlt_destinations.postgres import PostgresDestinationConfig, copied_rows, existing_column_types
 from dlt_sources.filesystem import (
     BadFilesError,
     FilesystemSourceConfig,
@@ -28,7 +30,7 @@ from dlt_sources.sql_database import (
     query_table_rows,
 )
 from flows.connector_config import ConnectorConfig
-from flows.metrics import load_metrics
+from flows.metrics import load_metrics, reconcile
 from flows.pipelines import PathOutcome, files_ledger, forget_files, pipeline_name_for, postgres_pipeline
 
 
@@ -51,9 +53,7 @@ def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     workdir = Path(pipeline.working_dir) / "query_rows"
     resource = query_table_rows(source, workdir, table, columns, report, connector.connector_id)
     resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
-    if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
-        pipeline.normalize()
-        pipeline.load(raise_on_failed_jobs=True)
+    _load_pending(pipeline)
     try:
         extract_info = pipeline.extract(resource)
         normalize_info = pipeline.normalize()
@@ -63,11 +63,20 @@ def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
     metrics["query"] = {"reader": report.reader, "rows": report.rows, "columns_as_text": report.as_text}
     metrics["row_counts"] = {table: report.rows}
+    reconcile(metrics, {table: report.rows}, copied_rows(metrics["load_ids"]))
     summary = (f"copied {report.rows} rows into `{target.schema_name}`.`{table}` ({target.write_disposition}), "
                f"{len(columns)} column(s) with the source's types")
     if report.as_text:
         summary += "; landed as text (no exact type in the destination): " + ", ".join(report.as_text)
     return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
+
+
+def _load_pending(pipeline: Pipeline) -> None:
+    """Finish a load an earlier run left pending: its rows were extracted already and go first."""
+    if pipeline.has_pending_data:
+        pipeline.normalize()
+        info = pipeline.load(raise_on_failed_jobs=True)
+        copied_rows(list(info.loads_ids))  # counted by that load, not this run
 
 
 def _check_existing_table(
@@ -112,9 +121,7 @@ def load_csv_files(
         delimiter, encoding = ",", "utf-8"
     pipeline = postgres_pipeline(pipeline_name, target, delimiter=delimiter, encoding=encoding)
     before = copy.deepcopy(files_ledger(pipeline.state) or {})
-    if pipeline.has_pending_data:  # a load interrupted earlier goes first: its rows were extracted already
-        pipeline.normalize()
-        pipeline.load(raise_on_failed_jobs=True)
+    _load_pending(pipeline)
     stage_dir = Path(pipeline.working_dir) / "staged_csv"
     shutil.rmtree(stage_dir, ignore_errors=True)
     report = ReadReport()
@@ -151,6 +158,7 @@ def load_csv_files(
     metrics["files_unchanged"] = report.unchanged
     # Imported files skip dlt's normalize step, whose counts would read 0: count from the files.
     metrics["row_counts"] = report.rows_by_table()
+    reconcile(metrics, report.rows_by_table(), copied_rows(metrics["load_ids"]))
     bad = [f for f in report.files if f.status != "loaded"]
     if bad and source.on_bad_file == "fail":
         raise BadFilesError(bad, metrics=metrics)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import codecs
+import threading
 from typing import Any
 
 import psycopg2
@@ -30,6 +31,21 @@ PG_TYPE_HINT = "x-postgres-type"
 
 # COPY reads the file in pieces of this size: large enough for disk speed, small enough to stay flat.
 COPY_READ_SIZE = 1024 * 1024
+
+
+# Rows PostgreSQL reported for each CSV COPY, by load id and table; COPY jobs run on dlt's loader threads.
+_COPIED: dict[str, dict[str, int]] = {}
+_COPIED_LOCK = threading.Lock()
+
+
+def copied_rows(load_ids: list[str]) -> dict[str, int]:
+    """Rows PostgreSQL reported writing (`COPY n`) per table in these loads; forgets them once read."""
+    totals: dict[str, int] = {}
+    with _COPIED_LOCK:
+        for load_id in load_ids:
+            for table, rows in _COPIED.pop(load_id, {}).items():
+                totals[table] = totals.get(table, 0) + rows
+    return totals
 
 
 class ExactTypeMapper(PostgresTypeMapper):
@@ -69,8 +85,12 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
                     # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
                     cursor.execute("SET LOCAL TIME ZONE 'UTC'")
                     cursor.copy_expert(copy_sql, f, size=COPY_READ_SIZE)
+                    copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
             except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
                 raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
+        with _COPIED_LOCK:
+            tables = _COPIED.setdefault(self._load_id, {})
+            tables[table_name] = tables.get(table_name, 0) + max(copied, 0)
 
 
 class CaiPostgresClient(PostgresClient):

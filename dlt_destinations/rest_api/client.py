@@ -1,7 +1,7 @@
 """Uploading one file to a REST endpoint (spec 6.5): streamed, authenticated, retried.
 
 The body (multipart/form-data, or the file as the raw body) is produced piece by piece from the
-source while an MD5 is computed, with an exact Content-Length; nothing holds the whole file. Each
+source while a SHA-256 is computed, with an exact Content-Length; nothing holds the whole file. Each
 attempt reopens the source. Connection errors, 429 and 5xx are retried (3 attempts in all) with
 exponential backoff and jitter, honouring `Retry-After`; any other 4xx fails at once. Only a 2xx
 counts as delivered.
@@ -41,10 +41,10 @@ class UploadRefused(OSError):
 
 @dataclass(frozen=True)
 class Uploaded:
-    """A 2xx upload: bytes sent, their MD5, the final status and how many attempts it took."""
+    """A 2xx upload: bytes sent, their SHA-256, the final status and how many attempts it took."""
 
     bytes: int
-    md5: str
+    sha256: str
     status: int
     attempts: int
 
@@ -61,7 +61,7 @@ class StreamedBody:
 
     def __init__(self, opener: Callable[[], IO[bytes]], size: int, head: bytes = b"", tail: bytes = b"") -> None:
         self._opener, self._size, self._head, self._tail = opener, size, head, tail
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
         self.sent = 0
 
     def __len__(self) -> int:
@@ -72,7 +72,7 @@ class StreamedBody:
             yield self._head
         with self._opener() as source:
             while chunk := source.read(CHUNK):
-                self.md5.update(chunk)
+                self.sha256.update(chunk)
                 self.sent += len(chunk)
                 yield chunk
         if self.sent != self._size:
@@ -160,7 +160,7 @@ def upload_file(
                     if body.sent != size:
                         raise UploadRefused(f"{config.method} {url} answered {response.status_code} after "
                                             f"{body.sent} of {size} bytes", response.status_code)
-                    return Uploaded(body.sent, body.md5.hexdigest(), response.status_code, attempt)
+                    return Uploaded(body.sent, body.sha256.hexdigest(), response.status_code, attempt)
                 reason = f"HTTP {response.status_code} {response.reason}: {response.text[:200].strip()}"
                 if not _retryable(response.status_code):
                     raise UploadRefused(f"{config.method} {url} refused the file ({reason})", response.status_code)
@@ -189,5 +189,5 @@ class RestTarget:
         size = src_fs.size(file_url)
         done = upload_file(self.config, lambda: open_read(src_fs, file_url), size,
                            relative_path, session=self.session)
-        return {"bytes": done.bytes, "md5": done.md5, "verified": f"size, HTTP {done.status}",
+        return {"bytes": done.bytes, "sha256": done.sha256, "verified": f"size, HTTP {done.status}",
                 "attempts": done.attempts}

@@ -8,6 +8,7 @@ from pathlib import Path
 import dlt
 from dlt.extract.resource import DltResource
 
+from cai_common.files import sha256_file
 from cai_common.pg_types import dlt_column
 from dlt_sources.sql_database.columns import ResultColumn
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
@@ -25,7 +26,8 @@ def query_csv_file(
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / f"{uuid.uuid4().hex}.csv"
         size = export_csv(config, path, report, connector_id)
-        yield {"local_path": str(path), "file_name": file_name, "rows": report.rows, "bytes": size}
+        yield {"local_path": str(path), "file_name": file_name, "rows": report.rows, "bytes": size,
+               "sha256": sha256_file(path)}
 
     return dlt.resource(exported_files, name="exported_files")
 

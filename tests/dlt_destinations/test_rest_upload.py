@@ -36,7 +36,8 @@ def test_multipart_sends_the_fields_then_the_file_streamed_with_its_length(uploa
     assert upload["headers"]["X-Custom-Header"] == "value"
     assert int(upload["headers"]["Content-Length"]) > len(DATA)  # known length, not chunked
     assert "Transfer-Encoding" not in upload["headers"]
-    assert (done.bytes, done.md5, done.status, done.attempts) == (len(DATA), hashlib.md5(DATA).hexdigest(), 201, 1)
+    expected = (len(DATA), hashlib.sha256(DATA).hexdigest(), 201, 1)
+    assert (done.bytes, done.sha256, done.status, done.attempts) == expected
 
 
 def test_raw_body_put_with_an_api_key_and_the_file_name_in_the_url(upload_server: Any) -> None:

@@ -42,7 +42,7 @@ def test_s3_to_folder_moves_verified_files_keeping_relative_paths(
         assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/{key}")  # moved: source gone after verify
     files = {f["url"].rsplit("/", 1)[1]: f for f in result["metrics"]["files"]}
     assert files["scan.bin"]["status"] == "moved" and files["scan.bin"]["verified"] == "hash"
-    assert files["scan.bin"]["md5"] == hashlib.md5(FILES["in/scan.bin"]).hexdigest()
+    assert files["scan.bin"]["sha256"] == hashlib.sha256(FILES["in/scan.bin"]).hexdigest()
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["labs.csv", "notes.txt", "scan.bin"]
     assert "moved 3 of 3 file(s)" in result["log_summary"]
 
@@ -125,7 +125,7 @@ def test_s3_to_rest_uploads_each_file_as_multipart_and_moves_it(
         assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/{key}")  # moved after a 2xx
     files = {f["file_url"].rsplit("/", 1)[1]: f for f in result["metrics"]["files"]}
     assert files["scan.bin"]["status"] == "moved" and files["scan.bin"]["verified"] == "size, HTTP 201"
-    assert files["scan.bin"]["md5"] == hashlib.md5(FILES["in/scan.bin"]).hexdigest()
+    assert files["scan.bin"]["sha256"] == hashlib.sha256(FILES["in/scan.bin"]).hexdigest()
     assert "moved 3 of 3 file(s)" in result["log_summary"]
     assert "tok-secret-77" not in str(result)
 
@@ -226,7 +226,7 @@ def test_s3_to_s3_move_server_side_or_streamed_multipart(
         assert files["big.bin"]["verified"] == "size (server-side copy)"
     else:
         assert files["big.bin"]["verified"] == "hash"
-        assert files["big.bin"]["md5"] == hashlib.md5(big).hexdigest()
+        assert files["big.bin"]["sha256"] == hashlib.sha256(big).hexdigest()
         etag = fs.info(f"{bucket}/archive/big.bin")["ETag"].strip('"')
         assert etag.endswith("-6")  # a multipart upload of six 5 MB parts
 
