@@ -106,6 +106,9 @@ def load_csv(
     schema: Annotated[str, typer.Option(help="target schema")] = "public",
     table: Annotated[str | None, typer.Option(help="one table for every file; default: a table per file")] = None,
     replace: Annotated[bool, typer.Option(help="reload every file, replacing the tables")] = False,
+    column: Annotated[list[str] | None, typer.Option(
+        help="pin a column's PostgreSQL type instead of inferring it, e.g. mrn:text or dose:numeric(10,3); repeatable",
+    )] = None,
 ) -> None:
     """Load CSV files into PostgreSQL (no connector needed); re-runs load only new or changed files."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
@@ -117,13 +120,14 @@ def load_csv(
     dsn = to or database_url()
     started = time.monotonic()
     try:
-        files, size = loader.matched_bytes(loader.source_for(location, replace))
+        pinned = loader.pinned_columns(column or [])
+        files, size = loader.matched_bytes(loader.source_for(location, replace, pinned))
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(f"{files} file(s)", total=size or None)
             outcome = loader.load_csv(location, dsn, schema, table, replace,
-                                      progress=lambda n: bar.advance(task, n))
+                                      progress=lambda n: bar.advance(task, n), columns=pinned)
     except BadFilesError as exc:
         console.print(_table("files", [f.as_dict() for f in exc.failures], ["file_url", "table", "status", "error"]))
         console.print(f"[red]failed[/red]: {mask_secrets(str(exc), [dsn])}")

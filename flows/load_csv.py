@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from dlt.common.storages.fsspec_filesystem import glob_files
 
+from cai_common import ConnectorConfigError
 from dlt_destinations.postgres import PostgresDestinationConfig
 from dlt_sources.filesystem import FilesystemSourceConfig, S3SourceConfig, open_filesystem
 from dlt_sources.filesystem.staging import Progress
@@ -40,17 +41,44 @@ def split_location(location: str) -> tuple[str, str]:
     return (f"{scheme}://{parent}" if scheme else parent), name
 
 
-def source_for(location: str, replace: bool) -> FilesystemSourceConfig | S3SourceConfig:
-    """The file source config for a location; S3 credentials come from MINIO_* (or AWS_*) variables."""
+class ColumnOptionError(ValueError):
+    """A `--column` option that is not `name:type` with a PostgreSQL type."""
+
+
+def pinned_columns(options: list[str]) -> dict[str, str]:
+    """`--column mrn:text --column dose:numeric(10,3)` -> {"mrn": "text", "dose": "numeric(10,3)"}."""
+    pinned = {}
+    for option in options:
+        name, sep, pg_type = option.partition(":")
+        if not sep or not name.strip() or not pg_type.strip():
+            raise ColumnOptionError(f"--column `{option}` must be NAME:TYPE, e.g. mrn:text or dose:numeric(10,3)")
+        pinned[name.strip()] = pg_type.strip()
+    return pinned
+
+
+def source_for(
+    location: str, replace: bool, columns: dict[str, str] | None = None
+) -> FilesystemSourceConfig | S3SourceConfig:
+    """The file source config for a location; S3 credentials come from MINIO_* (or AWS_*) variables.
+
+    Raises:
+        ColumnOptionError: a pinned column type that is not a PostgreSQL type (the `--column` named).
+    """
     base, pattern = split_location(location)
-    if base.startswith("s3://"):
-        bucket, _, prefix = base.removeprefix("s3://").partition("/")
-        return S3SourceConfig.parse({"bucket": bucket, "path": prefix, "file_pattern": pattern,
-                                     "full_refresh": replace}, connector_id=None, side="source")
-    if "://" in base:
-        raise ValueError(f"`{location}`: only local paths and s3:// URLs are supported")
-    return FilesystemSourceConfig.parse({"path": os.path.abspath(base), "file_pattern": pattern,
-                                         "full_refresh": replace}, connector_id=None, side="source")
+    common = {"file_pattern": pattern, "full_refresh": replace, "columns": columns or {}}
+    try:
+        if base.startswith("s3://"):
+            bucket, _, prefix = base.removeprefix("s3://").partition("/")
+            return S3SourceConfig.parse({"bucket": bucket, "path": prefix, **common}, connector_id=None,
+                                        side="source")
+        if "://" in base:
+            raise ValueError(f"`{location}`: only local paths and s3:// URLs are supported")
+        return FilesystemSourceConfig.parse({"path": os.path.abspath(base), **common}, connector_id=None,
+                                            side="source")
+    except ConnectorConfigError as exc:
+        if exc.field and exc.field.startswith("columns."):
+            raise ColumnOptionError(f"--column {exc.field.removeprefix('columns.')}: {exc.problem}") from None
+        raise
 
 
 def matched_bytes(source: FilesystemSourceConfig | S3SourceConfig) -> tuple[int, int]:
@@ -62,13 +90,14 @@ def matched_bytes(source: FilesystemSourceConfig | S3SourceConfig) -> tuple[int,
 def load_csv(
     location: str, dsn: str, schema: str = "public", table: str | None = None, replace: bool = False,
     progress: Progress | None = None,
+    columns: dict[str, str] | None = None,
 ) -> PathOutcome:
     """Load the CSV files at ``location`` into ``schema`` of the database at ``dsn``.
 
     Files already loaded by an earlier `load-csv` of the same location, schema and table are not read
     again unless ``replace`` (which reloads every file and replaces the tables).
     """
-    source = source_for(location, replace)
+    source = source_for(location, replace, columns)
     target = PostgresDestinationConfig.parse(
         {"connection_string": dsn, "schema": schema, "table_name": table,
          "write_disposition": "replace" if replace else "append"},

@@ -47,7 +47,8 @@ class FileReport:
     rows: int = 0
     status: Literal["loaded", "failed", "skipped"] = "loaded"
     error: str | None = None
-    path: Literal["copy", "arrow"] = "copy"
+    path: Literal["copy", "transcoded", "arrow"] = "copy"
+    """copy: COPY reads the file as it is; transcoded: rewritten as psql's CSV first; arrow: read by pyarrow."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON metrics."""

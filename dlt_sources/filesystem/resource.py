@@ -2,8 +2,9 @@
 
 Which files were loaded is kept in dlt's resource state (file URL -> modification date and size), so
 a re-run reads only new or changed files and the state travels with the load package to the
-destination. Each file goes by the fast path (streamed into the load package for COPY, see
-`staging`) when PostgreSQL can read its dialect, otherwise as Arrow batches.
+destination. Each file is streamed into the load package for COPY (see `staging`): as it is when
+PostgreSQL can read its dialect, transcoded to psql's CSV otherwise. Without a staging folder (tests
+and tools reading files) files come as Arrow batches instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cai_common.pg_types import accepts, column_pg_type, comparable, dlt_column
 from dlt_sources.filesystem.configuration import CsvOptions
 from dlt_sources.filesystem.readers import TableTypes, read_csv_batches, table_name_for
 from dlt_sources.filesystem.reports import LEDGER_KEY, RESOURCE_NAME, CsvFileError, FileReport, ReadReport, stamp
-from dlt_sources.filesystem.staging import Progress, pinned_types, stage_csv
+from dlt_sources.filesystem.staging import Progress, pinned_types, stage_csv, supports_fast_path
 
 
 def csv_tables(
@@ -67,6 +68,7 @@ def csv_tables(
     def staged(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
         assert stage_dir is not None
         csv_file = stage_csv(file, options, stage_dir, progress, pinned)
+        entry.path = "copy" if supports_fast_path(options) else "transcoded"
         schema = dlt.current.source_schema()
         table = schema.naming.normalize_table_identifier(table)
         existing = schema.get_table_columns(table) if table in schema.tables else {}

@@ -177,8 +177,16 @@ def _scan(
             where = f"line {line}" if line else "a record"
             raise CsvFileError(file_url, f"{where} has the wrong number of fields: "
                                          f"{str(exc).split(': ', 2)[-1][:200]}") from exc
-        raise CsvFileError(file_url, str(exc).replace("\n", " ")) from exc
+        raise CsvFileError(file_url, _problem(exc, options)) from exc
     return rows, types.result()
+
+
+def _problem(exc: BaseException, options: CsvOptions) -> str:
+    """pyarrow's complaint in a reader's words."""
+    text = str(exc).replace("\n", " ")[:300]
+    if "invalid UTF8" in text or isinstance(exc, UnicodeDecodeError):
+        return f"is not valid {options.encoding} (set the source's `encoding`): {text}"
+    return text
 
 
 def _transcode(
@@ -205,7 +213,7 @@ def _transcode(
                     progress(batch.nbytes)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         target.unlink(missing_ok=True)
-        raise CsvFileError(file["file_url"], str(exc).replace("\n", " ")[:300]) from exc
+        raise CsvFileError(file["file_url"], _problem(exc, options)) from exc
     except BaseException:
         target.unlink(missing_ok=True)
         raise

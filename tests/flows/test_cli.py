@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -54,7 +56,7 @@ def test_run_exit_codes_runs_and_connectors_tables(
     ok = cai("run", str(good))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "success run" in ok.stdout and f"{len(AWKWARD_ROWS)} rows" in ok.stdout
-    assert "dlt pipeline --pipelines-dir" in ok.stdout and f"connector_{good} trace" in ok.stdout
+    assert re.search(rf"inspect: dlt pipeline --pipelines-dir \S+ connector_{good}_[0-9a-f]{{12}} info", ok.stdout)
 
     failed = cai("run", str(bad))
     assert failed.returncode == 1
@@ -77,14 +79,16 @@ def test_dlt_pipeline_command_reads_the_run(
     awkward_csv(incoming / "visits.csv")
     connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
                                   "postgres", {**warehouse, "schema": schema_name})
-    assert cai("run", str(connector_id)).returncode == 0
-    dlt_cli = Path(CAI).with_name("dlt")
-    info = subprocess.run(
-        [str(dlt_cli), "pipeline", "--pipelines-dir", os.environ["CAI_PIPELINES_DIR"], f"connector_{connector_id}",
-         "info"], capture_output=True, text=True, timeout=120, check=False,
-    )
+    run = cai("run", str(connector_id))
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The run's summary gives the exact command; run as given, it shows this connector's pipeline.
+    found = re.search(r"inspect: (dlt pipeline --pipelines-dir (\S+) (connector_\d+_[0-9a-f]{12}) info)", run.stdout)
+    assert found and found[2] == os.environ["CAI_PIPELINES_DIR"], run.stdout
+    command = shlex.split(found[1])
+    info = subprocess.run([str(Path(CAI).with_name("dlt")), *command[1:]], capture_output=True, text=True,
+                          timeout=120, check=False)
     assert info.returncode == 0, info.stderr
-    assert f"connector_{connector_id}" in info.stdout and schema_name in info.stdout
+    assert found[3] in info.stdout and schema_name in info.stdout
 
 
 def test_demo_loads_the_sample_into_the_configured_database(cai: Callable[..., Any], config_store: str) -> None:

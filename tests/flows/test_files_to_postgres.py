@@ -7,6 +7,7 @@ import io
 import os
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def test_gzip_and_latin1_files(
     ]
 
 
-def test_custom_null_markers_go_through_the_arrow_path(
+def test_custom_null_markers_are_transcoded_for_copy(
     make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str, config_store: str
 ) -> None:
     (incoming / "labs.csv").write_text("id,value\n1,4.5\n2,NA\n")
@@ -191,8 +192,9 @@ def test_custom_null_markers_go_through_the_arrow_path(
                                                  "null_values": ["", "NA"]},
                                   "postgres", {**warehouse, "schema": schema_name})
     result = run_connector_pipeline(connector_id)
-    assert [f["path"] for f in result["metrics"]["files"]] == ["arrow"]
-    assert _select(config_store, f"SELECT id, value FROM {schema_name}.labs ORDER BY id") == [(1, 4.5), (2, None)]
+    assert [f["path"] for f in result["metrics"]["files"]] == ["transcoded"]
+    assert _select(config_store, f"SELECT id, value FROM {schema_name}.labs ORDER BY id") == [
+        (1, Decimal("4.5")), (2, None)]
 
 
 @pytest.mark.parametrize(
@@ -200,7 +202,7 @@ def test_custom_null_markers_go_through_the_arrow_path(
     [
         (b"id,name\n1,a\n2,b\n3,c,extra\n4,d\n", "line 4 has the wrong number of fields"),
         (b"", "is empty"),
-        (b"id,name\n1,\xff\xfe\n", "invalid byte sequence"),
+        (b"id,name\n1,\xff\xfe\n", "is not valid utf-8"),
     ],
     ids=["column-count", "empty", "bad-utf8"],
 )
@@ -222,7 +224,8 @@ def test_a_value_postgres_rejects_fails_the_file_and_is_retried_after_the_fix(
 ) -> None:
     bad = incoming / "counts.csv"
     bad.write_text("id,count\n" + "".join(f"{i},{i}\n" for i in range(1, 200_001)) + "200001,lots\n")
-    connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+    connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv",
+                                                 "columns": {"count": "bigint"}},
                                   "postgres", {**warehouse, "schema": schema_name})
     record = _failed(connector_id)
     assert "counts.csv" in record["log_summary"]
@@ -243,10 +246,10 @@ def test_skip_mode_lists_bad_files_and_loads_the_rest(
     awkward_csv(incoming / "good.csv")
     (incoming / "ragged.csv").write_text("id,name\n1,a\n2,b,extra\n")
     (incoming / "empty.csv").write_text("")
-    # more than one 1 MB block of integers, then a word: inferred bigint, rejected by COPY
+    # more than one 1 MB block of integers, then a word, in a column pinned to bigint: rejected by COPY
     (incoming / "typed.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(400_000)) + "oops\n")
     connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv",
-                                                 "on_bad_file": "skip"},
+                                                 "on_bad_file": "skip", "columns": {"id": "bigint"}},
                                   "postgres", {**warehouse, "schema": schema_name})
     result = run_connector_pipeline(connector_id)
     record = get_run(result["run_id"])

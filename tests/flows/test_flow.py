@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -74,7 +75,7 @@ def test_folder_of_csvs_lands_in_postgres_with_values_intact(
     assert "loaded 7 rows from 2 file(s)" in record["log_summary"]
     metrics = record["metrics"]
     assert metrics["row_counts"] == {"visit_notes": 5, "second": 2}
-    assert metrics["pipeline_name"] == f"connector_{connector_id}"
+    assert re.fullmatch(rf"connector_{connector_id}_[0-9a-f]{{12}}", metrics["pipeline_name"])
     assert metrics["load_files"] >= 2 and metrics["load_bytes"] > 0
     assert set(metrics["durations_s"]) >= {"extract", "normalize", "load"}
     assert sorted((f["table"], f["rows"], f["status"]) for f in metrics["files"]) == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import subprocess
@@ -59,7 +60,8 @@ def test_export_to_a_folder_equals_psqls_csv(
     record = get_run(result["run_id"])
     assert record is not None
     assert record["metrics"]["files"] == [{"url": f"file://{out}/visits_{connector_id}.csv",
-                                           "bytes": len(exported), "rows": 5}]
+                                           "bytes": len(exported), "rows": 5,
+                                           "sha256": hashlib.sha256(exported).hexdigest()}]
     assert record["metrics"]["bytes_written"] == len(exported)
     assert _only_final_files(out) == [f"visits_{connector_id}.csv"]
 
