@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 from pathlib import Path
 
+from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.pipeline import Pipeline
 
 from cai_common import ConnectorConfigError
@@ -15,6 +17,7 @@ from cai_common.pg_types import accepts, comparable
 from dlt_destinations.postgres import PostgresDestinationConfig, copied_rows, existing_column_types
 from dlt_sources.filesystem import (
     BadFilesError,
+    FileReport,
     FilesystemSourceConfig,
     ReadReport,
     S3SourceConfig,
@@ -148,12 +151,12 @@ def load_csv_files(
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
     metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
-    failed_tables = {job["table"]: job["error"] for job in metrics["failed_jobs"]}
-    if failed_tables:
-        forget_files(pipeline, [f.file_url for f in report.files_of(set(failed_tables))], before)
-        for entry in report.files_of(set(failed_tables)):
+    failed = _failed_files(load_info, report)
+    if failed:
+        forget_files(pipeline, [entry.file_url for entry in failed], before)
+        for entry, error in failed.items():
             entry.status = "skipped" if source.on_bad_file == "skip" else "failed"
-            entry.error, entry.rows = _copy_error(failed_tables[entry.table]), 0
+            entry.error, entry.rows = _copy_error(error), 0
     metrics["files"] = [f.as_dict() for f in report.files]
     metrics["files_unchanged"] = report.unchanged
     # Imported files skip dlt's normalize step, whose counts would read 0: count from the files.
@@ -163,6 +166,23 @@ def load_csv_files(
     if bad and source.on_bad_file == "fail":
         raise BadFilesError(bad, metrics=metrics)
     return PathOutcome(rows=report.rows, summary=_summary(source, target, report, disposition), metrics=metrics)
+
+
+def _failed_files(load_info: LoadInfo, report: ReadReport) -> dict[FileReport, str]:
+    """Source files whose COPY failed, with the error. dlt imports each staged file by hard link, so a
+    failed job's file is the staged file (same inode); a job that cannot be matched fails its table's files."""
+    by_inode = {f.inode: f for f in report.files if f.inode is not None}
+    failed: dict[FileReport, str] = {}
+    for package in load_info.load_packages:
+        for job in package.jobs.get("failed_jobs", []):
+            try:
+                entry = by_inode.get(os.stat(job.file_path).st_ino)
+            except OSError:
+                entry = None
+            entries = [entry] if entry else report.files_of({job.job_file_info.table_name})
+            for each in entries:
+                failed[each] = str(job.failed_message or "")
+    return failed
 
 
 def _copy_error(message: str) -> str:
@@ -176,6 +196,8 @@ def _copy_error(message: str) -> str:
         message = message.rsplit(marker, 1)[1]
     message = " ".join(message.split())
     message = re.sub(r"CONTEXT: COPY [^,]+, line (\d+)", lambda m: f"at line {int(m[1]) + 1}", message)
+    # PostgreSQL's hints are about its settings ("a different datestyle"), not the file: the value is wrong.
+    message = re.sub(r" HINT: .*?(?= at line \d+|$)", "", message)
     return message[:500]
 
 

@@ -37,7 +37,7 @@ LEDGER_KEY = "files"
 RESOURCE_NAME = "csv_rows"
 
 
-@dataclass
+@dataclass(eq=False)
 class FileReport:
     """What happened to one source file in a run; lands in the run's metrics."""
 
@@ -49,10 +49,14 @@ class FileReport:
     error: str | None = None
     path: Literal["copy", "transcoded", "arrow"] = "copy"
     """copy: COPY reads the file as it is; transcoded: rewritten as psql's CSV first; arrow: read by pyarrow."""
+    inode: int | None = field(default=None, repr=False)
+    """Inode of the staged load file, to match the load job that COPYs it (not in metrics)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON metrics."""
-        return asdict(self)
+        data = asdict(self)
+        del data["inode"]
+        return data
 
 
 @dataclass

@@ -82,6 +82,7 @@ def csv_tables(
             # merge into the resource and so into every other file's table.
             schema.update_table(new_table(table, columns=new_columns))  # type: ignore[arg-type]
         entry.rows = csv_file.rows
+        entry.inode = csv_file.path.stat().st_ino
         yield dlt.mark.with_file_import(
             str(csv_file.path), "csv", csv_file.rows, hints=dlt.mark.make_hints(table_name=table)
         )

@@ -212,3 +212,103 @@ def test_a_rows_disagreement_fails_the_run_stating_both_numbers(
     record = get_run(caught.value.result["run_id"])
     assert record is not None and record["status"] == "failed"
     assert record["metrics"]["reconciliation"]["agree"] is False
+
+
+def test_a_leading_zero_deep_in_a_file_keeps_the_column_text(
+    config_store: str, schema_name: str, tmp_path: Path,
+) -> None:
+    """Types come from every value, not the first block: MRN 0123 in row 300,000 keeps all MRNs text."""
+    with psycopg.connect(config_store) as conn:
+        conn.execute(f"CREATE SCHEMA {schema_name}")
+        conn.execute(f"CREATE TABLE {schema_name}.src AS SELECT g AS id, g::text AS mrn, g * 1.5 AS dose "
+                     "FROM generate_series(1, 300000) g")
+        conn.execute(f"UPDATE {schema_name}.src SET mrn = '0123', dose = '12345678901234567.25' WHERE id = 299999")
+    folder = tmp_path / "late"
+    folder.mkdir()
+    psql_copy_out(config_store, f"SELECT * FROM {schema_name}.src", folder / "patients.csv")
+    assert (folder / "patients.csv").stat().st_size > 3 * 1024 * 1024  # well past the first 1 MB block
+    load_csv(str(folder / "patients.csv"), config_store, schema_name)
+    assert column_types(config_store, schema_name, "patients") == {"id": "bigint", "mrn": "text", "dose": "numeric"}
+    assert mismatches(config_store, f"{schema_name}.patients", f"{schema_name}.src", ["mrn", "dose"]) == []
+
+
+def test_pinned_column_types_win_over_inference(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str, config_store: str,
+    incoming: Path,
+) -> None:
+    (incoming / "doses.csv").write_text("mrn,dose,code,taken\n12345,1.5,7,2024-03-01\n00042,2.25,8,\n")
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "file_pattern": "*.csv",
+                       "columns": {"MRN": "text", "dose": "numeric(10, 3)", "code": "varchar(5)",
+                                   "taken": "timestamptz"}},
+        "postgres", {**warehouse, "schema": schema_name})
+    run_connector_pipeline(connector_id)
+    assert column_types(config_store, schema_name, "doses") == {
+        "mrn": "text", "dose": "numeric(10,3)", "code": "character varying(5)",
+        "taken": "timestamp with time zone"}
+    assert _rows(config_store, f"SELECT mrn, dose::text, code FROM {schema_name}.doses ORDER BY mrn") == [
+        ("00042", "2.250", "8"), ("12345", "1.500", "7")]
+
+
+def test_a_bad_pinned_type_fails_naming_connector_field_and_value(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str, incoming: Path,
+) -> None:
+    connector_id = make_connector("filesystem", {"path": str(incoming), "columns": {"mrn": "txet"}},
+                                  "postgres", {**warehouse, "schema": schema_name})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    assert (f"connector {connector_id}: source `columns.mrn` must be a PostgreSQL type such as `text`"
+            in caught.value.result["log_summary"]) and "got `txet`" in caught.value.result["log_summary"]
+
+
+@pytest.mark.parametrize(
+    ("content", "columns", "problem"),
+    [
+        ("id,count\n1,5\n2,abc\n", {"count": "integer"}, 'invalid input syntax for type integer: "abc" at line 3, '
+                                                         'column count: "abc"'),
+        ("id,day\n1,2024-01-31\n2,2024-13-45\n", {}, 'date/time field value out of range: "2024-13-45" at line 3, '
+                                                     'column day: "2024-13-45"'),
+    ],
+    ids=["abc-in-integer", "month-13-in-date"],
+)
+def test_a_value_that_does_not_fit_fails_its_file_or_is_skipped_leaving_nothing(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str, config_store: str,
+    incoming: Path, content: str, columns: dict[str, str], problem: str,
+) -> None:
+    (incoming / "a_good.csv").write_text(content.split("\n", 1)[0] + "\n7,1\n" if "count" in content
+                                         else "id,day\n7,2024-02-29\n")
+    (incoming / "b_bad.csv").write_text(content)
+    source = {"path": str(incoming), "file_pattern": "*.csv", "columns": columns}
+    target = {**warehouse, "schema": schema_name, "table_name": "values_in"}
+    failing = make_connector("filesystem", source, "postgres", target)
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(failing)
+    summary = caught.value.result["log_summary"]
+    assert "b_bad.csv" in summary and problem in summary, summary
+    assert _rows(config_store, f"SELECT id FROM {schema_name}.values_in") == [(7,)]  # the good file only
+
+    with psycopg.connect(config_store) as conn:
+        conn.execute(f"DROP SCHEMA {schema_name} CASCADE")
+    skipping = make_connector("filesystem", {**source, "on_bad_file": "skip"}, "postgres", target)
+    result = run_connector_pipeline(skipping)
+    statuses = {f["file_url"].rsplit("/", 1)[1]: (f["status"], f["rows"]) for f in result["metrics"]["files"]}
+    assert statuses == {"a_good.csv": ("loaded", 1), "b_bad.csv": ("skipped", 0)}
+    assert "skipped" in result["log_summary"] and problem in result["log_summary"]
+    assert _rows(config_store, f"SELECT id FROM {schema_name}.values_in") == [(7,)]  # nothing of the bad file
+
+
+def test_a_file_that_would_change_a_tables_values_fails_naming_the_column(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str, config_store: str,
+    incoming: Path,
+) -> None:
+    """The table holds mrn as bigint (an earlier file of plain numbers); `0042` would lose its zeros."""
+    (incoming / "a.csv").write_text("mrn\n1234\n")
+    connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+                                  "postgres", {**warehouse, "schema": schema_name, "table_name": "patients"})
+    run_connector_pipeline(connector_id)
+    (incoming / "b.csv").write_text("mrn\n0042\n")
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    assert ("column `mrn` holds text values but table `patients` already has it as bigint; loading would change "
+            "them") in caught.value.result["log_summary"]
+    assert _rows(config_store, f"SELECT mrn FROM {schema_name}.patients") == [(1234,)]
