@@ -31,7 +31,7 @@ SELECT g AS result_id, 100000 + g % 50000 AS patient_id, 500000 + g / 3 AS encou
        (ARRAY['2345-7','718-7','2160-0','2823-3'])[1 + g % 4] AS loinc_code,
        (ARRAY['Glucose','Hemoglobin','Creatinine','Potassium'])[1 + g % 4] AS test_name,
        round((random() * 400)::numeric, 3) AS value, g % 7 = 0 AS abnormal,
-       timestamptz '2024-01-01 00:00:00+00' + g * interval '13 seconds' AS collected_at,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '13.000123 seconds' AS collected_at,
        (ARRAY['J. Müller','A. O''Neil','L. Nguyen'])[1 + g % 3] AS performed_by,
        CASE g % 5 WHEN 0 THEN 'hemolyzed, repeat advised' WHEN 1 THEN '"critical" value called'
                   WHEN 2 THEN E'see note\\nfollow-up' ELSE NULL END AS comment,

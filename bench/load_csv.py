@@ -1,8 +1,10 @@
 """Benchmark: loading a large clinical CSV into PostgreSQL, against psql's \\copy in the same run.
 
-Measures, at N and 2N rows: psql `\\copy ... from` (the physical limit), dlt fed pyarrow batches
-(dlt's own Arrow -> COPY path, through this product's Arrow reader) and this product's
-`cai load-csv` (the file streamed into dlt's load package, COPY reading it). Prints throughput,
+The file is psql's own `\\copy (...) to ... csv header` export (bench/make_csv.py: fractional-second
+timestamps with offsets, numerics, quoted empty strings), as real exports are. Measures, at N and 2N
+rows: psql `\\copy ... from` (the physical limit), this product's `cai load-csv` (the file streamed
+into dlt's load package, typed from every value, COPY reading it), and its transcoding path (a
+dialect COPY cannot read: pyarrow rewrites the file as psql's CSV first). Prints throughput,
 the ratio to psql, and peak RSS of each.
 
     .venv/bin/python bench/load_csv.py [--rows 2000000] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
@@ -21,14 +23,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Measured, bench_arguments, measure  # noqa: E402
-from make_csv import write  # noqa: E402
+from make_csv import DDL, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-DDL = """CREATE TABLE {t} (result_id bigint, patient_id bigint, encounter_id bigint, loinc_code text,
-test_name text, value double precision, unit text, reference_range text, abnormal boolean,
-collected_at timestamptz, performed_by text, specimen_id text, department text, comment text)"""
 
 ARROW_LOAD = """
 import sys, time
@@ -36,7 +34,7 @@ from dlt_destinations.postgres import PostgresDestinationConfig
 from dlt_sources.filesystem import FilesystemSourceConfig
 from flows.paths_postgres import load_csv_files
 path, dsn = sys.argv[1], sys.argv[2]
-# A NULL marker COPY cannot express sends the file through the Arrow path (pyarrow batches -> dlt).
+# A NULL marker COPY cannot express sends the file through the transcoding path (pyarrow -> psql's CSV -> COPY).
 source = FilesystemSourceConfig.parse({"path": str(__import__("pathlib").Path(path).parent),
     "file_pattern": __import__("pathlib").Path(path).name, "null_values": ["", "NULL"], "full_refresh": True},
     connector_id=None, side="source")
@@ -84,7 +82,7 @@ def load_seconds(measured: Measured) -> float | None:
 
 def main() -> None:
     parser = bench_arguments(__doc__ or "", "/tmp/cai-bench")
-    parser.add_argument("--skip-arrow", action="store_true", help="leave out the slow Arrow path")
+    parser.add_argument("--skip-arrow", action="store_true", help="leave out the transcoding path")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -94,9 +92,9 @@ def main() -> None:
     env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
     results = []
     for rows in (args.rows, 2 * args.rows):
-        path = args.work / f"labs_{rows}.csv"
+        path = args.work / f"labs_psql_{rows}.csv"  # psql's own export: fractional-second timestamps
         if not path.exists():
-            write(path, rows)
+            write(path, rows, dsn)
         mb = path.stat().st_size / 1e6
         psql = best(["psql", dsn, "-q", "-c", f"\\copy bench_psql from '{path}' csv header"], env, dsn,
                     reset_psql=True)
@@ -107,11 +105,11 @@ def main() -> None:
         if not args.skip_arrow:  # last: its long write burst would slow whatever runs after it
             checkpoint(dsn)
             arrow = measure([str(BIN / "python"), "-c", ARROW_LOAD, str(path), dsn], env)
-            results.append(("dlt Arrow batches -> COPY", rows, mb, arrow.seconds, load_seconds(arrow),
+            results.append(("transcoded (pyarrow) -> COPY", rows, mb, arrow.seconds, load_seconds(arrow),
                             arrow.peak_rss_mb))
         with psycopg.connect(dsn) as conn:
             counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
-                      for t in ("bench_psql", f"bench_cai.labs_{rows}")]
+                      for t in ("bench_psql", f"bench_cai.labs_psql_{rows}")]
         assert counts == [rows, rows], f"row counts differ: {counts}"
     print(f"\n{'method':30} {'rows':>9} {'MB':>6} {'wall s':>7} {'load s':>7} {'MB/s':>7} "
           f"{'vs psql':>8} {'peak RSS MB':>12}")

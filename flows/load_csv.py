@@ -107,4 +107,7 @@ def load_csv(
     # schema and table.
     identity = f"{source.location()}|{source.file_pattern}|{target.location()}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return load_csv_files(f"load_csv_{key}", source, target, progress=progress)
+    # Earlier versions keyed the pipeline by location, schema and table only: adopt its ledger once.
+    old_key = hashlib.sha1(f"{source.bucket_url()}|{source.file_pattern}|{schema}|{table}".encode(),
+                           usedforsecurity=False).hexdigest()[:12]
+    return load_csv_files(f"load_csv_{key}", source, target, progress=progress, legacy=f"load_csv_{old_key}")

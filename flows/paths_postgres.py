@@ -34,7 +34,15 @@ from dlt_sources.sql_database import (
 )
 from flows.connector_config import ConnectorConfig
 from flows.metrics import load_metrics, reconcile
-from flows.pipelines import PathOutcome, files_ledger, forget_files, pipeline_name_for, postgres_pipeline
+from flows.pipelines import (
+    PathOutcome,
+    adopt_legacy_ledger,
+    files_ledger,
+    forget_files,
+    legacy_name,
+    pipeline_name_for,
+    postgres_pipeline,
+)
 
 
 def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
@@ -104,7 +112,7 @@ def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     if source.mode == "transfer":
         raise ConnectorConfigError(connector.connector_id, "source", "mode",
                                    "`transfer` copies files, and a `postgres` destination takes rows: use `extract`")
-    return load_csv_files(pipeline_name_for(connector), source, target)
+    return load_csv_files(pipeline_name_for(connector), source, target, legacy=legacy_name(connector))
 
 
 def load_csv_files(
@@ -112,8 +120,12 @@ def load_csv_files(
     source: FilesystemSourceConfig | S3SourceConfig,
     target: PostgresDestinationConfig,
     progress: Progress | None = None,
+    legacy: str | None = None,
 ) -> PathOutcome:
     """Load the new or changed CSV files of a source into PostgreSQL with one dlt pipeline.
+
+    ``legacy`` names the pipeline an earlier version used for the same files and target: its
+    loaded-files ledger is adopted on the first run, so upgrading loads nothing twice.
 
     A file whose COPY fails (a value PostgreSQL rejects) is taken out of the loaded-files ledger again
     so the next run retries it; with ``on_bad_file: fail`` the run then fails listing the files.
@@ -123,6 +135,8 @@ def load_csv_files(
     else:  # they are transcoded to psql's CSV first
         delimiter, encoding = ",", "utf-8"
     pipeline = postgres_pipeline(pipeline_name, target, delimiter=delimiter, encoding=encoding)
+    if legacy:
+        adopt_legacy_ledger(pipeline, legacy)
     before = copy.deepcopy(files_ledger(pipeline.state) or {})
     _load_pending(pipeline)
     stage_dir = Path(pipeline.working_dir) / "staged_csv"

@@ -23,7 +23,15 @@ from dlt_sources.filesystem.manifests import MANIFESTS, file_manifests
 from flows.connector_config import ConnectorConfig
 from flows.file_targets import file_target
 from flows.metrics import load_metrics
-from flows.pipelines import PathOutcome, files_ledger, forget_files, pipeline_name_for, pipelines_dir
+from flows.pipelines import (
+    PathOutcome,
+    adopt_legacy_ledger,
+    files_ledger,
+    forget_files,
+    legacy_name,
+    pipeline_name_for,
+    pipelines_dir,
+)
 
 
 def _transfer_target(connector: ConnectorConfig, verify: Literal["hash", "size"]) -> tuple[str, TransferTarget]:
@@ -54,6 +62,8 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
         dataset_name="transfers",
     )
     pipeline.sync_destination()
+    if copy_mode:  # the ledger an earlier version kept under `connector_<id>` for this kind of destination
+        adopt_legacy_ledger(pipeline, legacy_name(connector), MANIFESTS, legacy_destination=name)
     before = copy.deepcopy(files_ledger(pipeline.state, MANIFESTS) or {})
     resource = file_manifests(source.bucket_url(), source.file_pattern, fs=src_fs, report=report,
                               skip_unchanged=copy_mode and not source.full_refresh)

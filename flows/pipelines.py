@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,47 @@ def postgres_pipeline(
     )
     pipeline.sync_destination()
     return pipeline
+
+
+def legacy_name(connector: ConnectorConfig) -> str:
+    """The pipeline name versions before per-target identity used: `connector_<id>`."""
+    return f"connector_{connector.connector_id}"
+
+
+def adopt_legacy_ledger(pipeline: Pipeline, legacy: str, resource: str = RESOURCE_NAME,
+                        legacy_destination: str | None = None) -> int:
+    """Give a pipeline with no ledger yet the ledger its predecessor (named ``legacy``) left for this target.
+
+    A pipeline loading into PostgreSQL takes the ledger the legacy pipeline stored in the same
+    destination dataset (so it is this target's). A file pipeline (no state in its destination) takes
+    the legacy pipeline's local state when it delivered to the same destination kind
+    (``legacy_destination``). Without this, upgrading would load or send every file once more.
+
+    Returns:
+        How many files the adopted ledger lists (0 when there was nothing to adopt).
+    """
+    if files_ledger(pipeline.state, resource) is not None:
+        return 0
+    legacy_state: Any = None
+    if legacy_destination is None:
+        # dlt restores the legacy pipeline's state from this destination dataset into a scratch folder.
+        with tempfile.TemporaryDirectory() as scratch:
+            old = dlt.pipeline(pipeline_name=legacy, pipelines_dir=scratch, destination=pipeline.destination,
+                               dataset_name=pipeline.dataset_name)
+            old.sync_destination()
+            legacy_state = old.state
+    elif (Path(pipeline.pipelines_dir) / legacy / "state.json").exists():
+        old = dlt.attach(pipeline_name=legacy, pipelines_dir=pipeline.pipelines_dir)
+        if old.state.get("destination_name") == legacy_destination:
+            legacy_state = old.state
+    ledger = files_ledger(legacy_state, resource) if legacy_state else None
+    if not ledger:
+        return 0
+    # Saved locally; the next extract carries it to the destination with the run's own changes.
+    with pipeline.managed_state() as state:
+        source = state.setdefault("sources", {}).setdefault(pipeline.default_schema_name or pipeline.pipeline_name, {})
+        source.setdefault("resources", {}).setdefault(resource, {})[LEDGER_KEY] = dict(ledger)
+    return len(ledger)
 
 
 def files_ledger(state: Any, resource: str = RESOURCE_NAME) -> dict[str, Any] | None:

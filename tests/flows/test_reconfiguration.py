@@ -136,3 +136,32 @@ def test_two_config_stores_with_the_same_connector_id_never_share_state(
         assert _files(tmp_path / "out_a") == FILES and _files(tmp_path / "out_b") == FILES
     finally:
         _sql(config_store, "DELETE FROM cai_connectors WHERE id = %s", (connector_id,))
+
+
+def test_upgrading_from_connector_id_pipelines_loads_nothing_twice(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], config_store: str, incoming: Path,
+    schema_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Earlier versions named every pipeline `connector_<id>`: the first run after upgrading adopts its ledger."""
+    from flows import paths_postgres, paths_transfers
+
+    (incoming / "labs.csv").write_text("id,value\n1,2.5\n2,3.75\n")
+    loader = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+                            "postgres", {**warehouse, "schema": schema_name})
+    copier = make_connector("filesystem", {"path": str(incoming), "transfer": "copy"},
+                            "nfs", {"path": str(tmp_path / "archive")})
+    with monkeypatch.context() as old_version:  # what the earlier version ran
+        for module in (paths_postgres, paths_transfers):
+            old_version.setattr(module, "pipeline_name_for", lambda c: f"connector_{c.connector_id}")
+        assert run_connector_pipeline(loader)["rows_ingested"] == 2
+        assert "copied 1 of 1" in run_connector_pipeline(copier)["log_summary"]
+    (tmp_path / "archive" / "labs.csv").unlink()  # a copy resent would show up here again
+
+    upgraded = run_connector_pipeline(loader)
+    assert upgraded["rows_ingested"] == 0 and "1 file(s) matching" in upgraded["log_summary"]
+    assert "1 unchanged file(s) already copied" in run_connector_pipeline(copier)["log_summary"]
+    assert not (tmp_path / "archive" / "labs.csv").exists()
+    with psycopg.connect(config_store) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {schema_name}.labs").fetchone() == (2,)
+    (incoming / "more.csv").write_text("id,value\n3,1\n")
+    assert run_connector_pipeline(loader)["rows_ingested"] == 1
