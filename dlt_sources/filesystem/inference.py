@@ -78,6 +78,7 @@ class ColumnTypes:
     """Types of one file's columns, widened batch by batch; pinned columns keep the user's type."""
 
     def __init__(self, names: list[str], pinned: dict[str, str] | None = None) -> None:
+        self.names = names
         self.pinned = {n: t for n, t in (pinned or {}).items() if n in names}
         self._types: dict[str, str | None] = {n: None for n in names if n not in self.pinned}
 
@@ -88,8 +89,8 @@ class ColumnTypes:
                 self._types[name] = widen(current, batch.column(name))
 
     def result(self) -> dict[str, str]:
-        """Column -> PostgreSQL type; columns empty throughout are text."""
-        return {**{n: t or TEXT for n, t in self._types.items()}, **self.pinned}
+        """Column -> PostgreSQL type, in the file's order; columns empty throughout are text."""
+        return {n: self.pinned[n] if n in self.pinned else self._types[n] or TEXT for n in self.names}
 
 
 __all__ = ["PATTERNS", "TEXT", "ColumnTypes", "widen"]

@@ -91,3 +91,26 @@ def test_a_bad_file_exits_1_naming_it(config_store: str, tmp_path: Path, schema_
     result = _cai("load-csv", str(tmp_path / "ragged.csv"), "--to", config_store, "--schema", schema_name)
     assert result.returncode == 1
     assert "ragged.csv" in result.stdout and "line 3 has the wrong number of fields" in result.stdout
+
+
+def test_column_options_pin_types_and_a_bad_one_is_one_clear_line(
+    config_store: str, tmp_path: Path, schema_name: str
+) -> None:
+    (tmp_path / "doses.csv").write_text("mrn,dose,code\n12345,1.5,7\n00042,2.25,8\n")
+    pinned = _cai("load-csv", str(tmp_path / "doses.csv"), "--to", config_store, "--schema", schema_name,
+                  "--column", "mrn:text", "--column", "dose:numeric(10,3)")
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    with psycopg.connect(config_store) as conn:
+        types = conn.execute("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                             "WHERE a.attrelid = %s::regclass AND a.attnum > 0 ORDER BY a.attnum",
+                             (f"{schema_name}.doses",)).fetchall()
+        values = conn.execute(f'SELECT mrn, dose::text FROM "{schema_name}".doses ORDER BY mrn').fetchall()
+    assert types == [("mrn", "text"), ("dose", "numeric(10,3)"), ("code", "bigint")]
+    assert values == [("00042", "2.250"), ("12345", "1.500")]
+
+    for option, problem in (("mrn", "--column `mrn` must be NAME:TYPE"),
+                            ("mrn:txet", "--column mrn: must be a PostgreSQL type")):
+        bad = _cai("load-csv", str(tmp_path / "doses.csv"), "--to", config_store, "--schema", schema_name,
+                   "--column", option)
+        assert bad.returncode == 1 and problem in bad.stdout, bad.stdout + bad.stderr
+        assert "Traceback" not in bad.stdout + bad.stderr
