@@ -7,8 +7,10 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from dlt.common.pipeline import LoadInfo
+from dlt.extract.resource import DltResource
 from dlt.pipeline.pipeline import Pipeline
 
 from cai_common import ConnectorConfigError
@@ -65,13 +67,7 @@ def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     resource = query_table_rows(source, workdir, table, columns, report, connector.connector_id)
     resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
     _load_pending(pipeline)
-    try:
-        extract_info = pipeline.extract(resource)
-        normalize_info = pipeline.normalize()
-        load_info = pipeline.load(raise_on_failed_jobs=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    metrics, _ = _run(pipeline, resource, workdir, raise_on_failed_jobs=True)
     metrics["query"] = {"reader": report.reader, "rows": report.rows, "columns_as_text": report.as_text}
     metrics["row_counts"] = {table: report.rows}
     reconcile(metrics, {table: report.rows}, copied_rows(metrics["load_ids"]))
@@ -80,6 +76,19 @@ def query_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     if report.as_text:
         summary += "; landed as text (no exact type in the destination): " + ", ".join(report.as_text)
     return PathOutcome(rows=report.rows, summary=summary, metrics=metrics)
+
+
+def _run(
+    pipeline: Pipeline, resource: DltResource, workdir: Path, *, raise_on_failed_jobs: bool
+) -> tuple[dict[str, Any], LoadInfo]:
+    """Extract, normalize and load one resource; its local files in ``workdir`` go either way."""
+    try:
+        extract_info = pipeline.extract(resource)
+        normalize_info = pipeline.normalize()
+        load_info = pipeline.load(raise_on_failed_jobs=raise_on_failed_jobs)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return load_metrics(pipeline, extract_info, normalize_info, load_info), load_info
 
 
 def _load_pending(pipeline: Pipeline) -> None:
@@ -158,13 +167,7 @@ def load_csv_files(
     )
     disposition = "replace" if source.full_refresh else target.write_disposition
     resource.apply_hints(write_disposition=disposition, primary_key=target.primary_key)
-    try:
-        extract_info = pipeline.extract(resource)
-        normalize_info = pipeline.normalize()
-        load_info = pipeline.load(raise_on_failed_jobs=False)
-    finally:
-        shutil.rmtree(stage_dir, ignore_errors=True)
-    metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
+    metrics, load_info = _run(pipeline, resource, stage_dir, raise_on_failed_jobs=False)
     failed = _failed_files(load_info, report)
     if failed:
         forget_files(pipeline, [entry.file_url for entry in failed], before)
