@@ -83,10 +83,15 @@ class ColumnTypes:
         self._types: dict[str, str | None] = {n: None for n in names if n not in self.pinned}
 
     def update(self, batch: pa.RecordBatch) -> None:
-        """Widen each column's type to hold this batch's values."""
-        for name, current in self._types.items():
+        """Widen the type of each column in ``batch`` to hold its values."""
+        for name in batch.schema.names:
+            current = self._types.get(name, TEXT)
             if current != TEXT:
                 self._types[name] = widen(current, batch.column(name))
+
+    def undecided(self) -> list[str]:
+        """Columns that may still widen: not pinned, not text yet (text is as wide as it gets)."""
+        return [n for n, t in self._types.items() if t != TEXT]
 
     def result(self) -> dict[str, str]:
         """Column -> PostgreSQL type, in the file's order; columns empty throughout are text."""
