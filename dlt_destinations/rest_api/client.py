@@ -4,7 +4,9 @@ The body (multipart/form-data, or the file as the raw body) is produced piece by
 source while a SHA-256 is computed, with an exact Content-Length; nothing holds the whole file. Each
 attempt reopens the source. Connection errors, 429 and 5xx are retried (3 attempts in all) with
 exponential backoff and jitter, honouring `Retry-After`; any other 4xx fails at once. Only a 2xx
-counts as delivered.
+answer to the request that carried the body counts as delivered: redirects are never followed (a
+302/303 would be followed with a GET whose 200 says nothing about the file, a 307 would send it
+again), so a 3xx fails the file, naming its `Location`.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def upload_file(
         response: requests.Response | None = None
         try:
             response = http.request(config.method, url, data=body, headers=headers, auth=basic_auth(config),
-                                    timeout=(config.connect_timeout, config.read_timeout))
+                                    timeout=(config.connect_timeout, config.read_timeout), allow_redirects=False)
         except (requests.ConnectionError, requests.Timeout) as exc:
             last = f"{type(exc).__name__}: {exc}"
         else:
@@ -161,6 +163,11 @@ def upload_file(
                         raise UploadRefused(f"{config.method} {url} answered {response.status_code} after "
                                             f"{body.sent} of {size} bytes", response.status_code)
                     return Uploaded(body.sent, body.sha256.hexdigest(), response.status_code, attempt)
+                if 300 <= response.status_code < 400:
+                    raise UploadRefused(
+                        f"{config.method} {url} answered HTTP {response.status_code} {response.reason} redirecting "
+                        f"to `{response.headers.get('Location', '')}`; a redirect is not a delivery (redirects are "
+                        f"not followed with a file): set `url` to the endpoint that stores it", response.status_code)
                 reason = f"HTTP {response.status_code} {response.reason}: {response.text[:200].strip()}"
                 if not _retryable(response.status_code):
                     raise UploadRefused(f"{config.method} {url} refused the file ({reason})", response.status_code)

@@ -1,13 +1,16 @@
 """The SFTP connection (sshfs over asyncssh), with the server's host key always verified.
 
-Host keys are checked against `known_hosts` (the config's file, else ~/.ssh/known_hosts). With
-`host_key_policy: accept-new` an unknown server's key is recorded on first contact and trusted from
-then on (ssh's StrictHostKeyChecking=accept-new); a *changed* key is refused either way. Nothing
-here ever trusts every key.
+Host keys are checked against `known_hosts` (the config's file, else ~/.ssh/known_hosts), read by
+asyncssh's own OpenSSH-compatible matching: plain, hashed (`|1|...`) and multi-name entries,
+`@revoked` and `@cert-authority` markers. With `host_key_policy: accept-new` a server with no key on
+record under any of its names gets its key recorded on first contact (ssh's
+StrictHostKeyChecking=accept-new); a *changed* key is refused either way, naming the file and line
+of the old entry. Nothing here ever trusts every key.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +122,31 @@ def _record_host_key(config: SftpDestinationConfig, path: Path) -> None:
         f.write(f"{host} {key.export_public_key('openssh').decode().strip()}\n")
 
 
-def _listed(config: SftpDestinationConfig, path: Path) -> bool:
+def _address(host: str) -> str:
+    """The host's IP address, as OpenSSH also matches known_hosts entries by address ("" if unresolvable)."""
+    try:
+        return str(socket.getaddrinfo(host, None)[0][4][0])
+    except OSError:
+        return ""
+
+
+def _entries_for(config: SftpDestinationConfig, path: Path) -> list[int]:
+    """Line numbers of known_hosts entries that name this server (any name, hashed or not, any marker)."""
     if not path.exists():
-        return False
-    host = config.host if config.port == 22 else f"[{config.host}]:{config.port}"
-    return any(line.split(" ", 1)[0] == host for line in path.read_text(encoding="utf-8").splitlines())
+        return []
+    port = None if config.port == 22 else config.port
+    address = _address(config.host)
+    lines = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            found = asyncssh.import_known_hosts(line + "\n").match(config.host, address, port)
+        except (asyncssh.KeyImportError, ValueError):
+            continue  # a line asyncssh (and so the connection) cannot read names nothing
+        if any(found[:3]):  # host keys, CA keys, revoked keys
+            lines.append(number)
+    return lines
 
 
 def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
@@ -134,7 +157,8 @@ def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
         SftpLoginRefused: the login was refused.
     """
     known_hosts = _known_hosts_path(config)
-    if config.host_key_policy == "accept-new" and not _listed(config, known_hosts):
+    on_record = _entries_for(config, known_hosts)
+    if config.host_key_policy == "accept-new" and not on_record:
         _record_host_key(config, known_hosts)
     options: dict[str, Any] = {
         "port": config.port,
@@ -153,9 +177,19 @@ def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
     try:
         return SftpFileSystem(config.host, **options)
     except asyncssh.HostKeyNotVerifiable as exc:
+        server = f"{config.host}:{config.port}"
+        if on_record:  # OpenSSH's words: the key changed, which may be an attack; never accepted
+            lines = ", ".join(str(n) for n in on_record)
+            raise HostKeyRefused(
+                f"sftp server {server}: REMOTE HOST IDENTIFICATION HAS CHANGED: its host key differs from the "
+                f"one recorded in `{known_hosts}` (line {lines}); if the change is expected, remove the old "
+                f"entry (ssh-keygen -R '{config.host if config.port == 22 else f'[{config.host}]:{config.port}'}' "
+                f"-f {known_hosts}) and let `accept-new` record the new key, or add it yourself"
+            ) from exc
+        advice = ("or set `host_key_policy` to `accept-new`" if config.host_key_policy == "reject"
+                  else "(`accept-new` could not record it)")
         raise HostKeyRefused(
-            f"sftp server {config.host}:{config.port}: host key not trusted ({exc.reason}); add it to "
-            f"`{known_hosts}` or set `host_key_policy` to `accept-new`"
+            f"sftp server {server}: host key not trusted ({exc.reason}); add it to `{known_hosts}` {advice}"
         ) from exc
     except (asyncssh.PermissionDenied, PermissionError) as exc:  # sshfs turns PermissionDenied into PermissionError
         reason = getattr(exc, "reason", None) or str(exc)

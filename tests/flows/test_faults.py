@@ -1,0 +1,91 @@
+"""The fault suite: what operators meet (redirecting endpoints, ...) on real services; nothing lost."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cai_common import ConnectorRunFailed
+from flows.dlt_pipeline_flow import run_connector_pipeline
+from flows.run_records import get_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_an_upload_endpoint_that_redirects_fails_the_file_and_keeps_the_source(
+    make_connector: Callable[..., int], incoming: Path, upload_server: Any, status: int,
+) -> None:
+    """requests would follow a 302/303 with a GET (whose 200 says nothing) and resend on 307: none is followed."""
+    (incoming / "labs.csv").write_bytes(b"id,value\n1,2.5\n")
+    upload_server.answers = [(status, {"Location": "/landing"})] * 3
+    connector_id = make_connector("filesystem", {"path": str(incoming), "transfer": "move"},
+                                  "rest_api", {"url": upload_server.url, "retry_backoff_seconds": 0.01})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    summary = caught.value.result["log_summary"]
+    assert f"answered HTTP {status}" in summary and "redirecting to `/landing`" in summary, summary
+    assert (incoming / "labs.csv").read_bytes() == b"id,value\n1,2.5\n"  # the source stays
+    assert [u["path"] for u in upload_server.uploads] == ["/upload"]  # sent once, nothing followed
+    record = get_run(caught.value.result["run_id"])
+    assert record is not None and record["status"] == "failed"
+    assert [f["status"] for f in record["metrics"]["files"]] == ["failed"]
+
+
+def _hashed(name: str) -> str:
+    """An OpenSSH hashed known_hosts name (`ssh-keygen -H`): |1|salt|HMAC-SHA1(salt, name)."""
+    salt = os.urandom(20)
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+@pytest.mark.parametrize("entry", ["plain", "hashed", "multi-name"])
+def test_a_changed_host_key_is_refused_under_every_known_hosts_form(
+    sftp_server: dict[str, Any], tmp_path: Path, entry: str,
+) -> None:
+    """accept-new records keys only for hosts with none on record; a changed key is refused, as OpenSSH does."""
+    import asyncssh
+
+    from dlt_destinations.sftp import SftpDestinationConfig
+    from dlt_destinations.sftp.client import HostKeyRefused, open_sftp
+
+    name = f"[{sftp_server['host']}]:{sftp_server['port']}"
+    other_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    names = {"plain": name, "hashed": _hashed(name), "multi-name": f"nas.example,{name},10.9.9.9"}[entry]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"# the NAS\n{names} {other_key}\n")
+    config = SftpDestinationConfig.model_validate({
+        "host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
+        "password": "sftp-pass-123", "path": "/keys", "known_hosts": str(known_hosts),
+        "host_key_policy": "accept-new"})
+    with pytest.raises(HostKeyRefused) as caught:
+        open_sftp(config)
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in str(caught.value)
+    assert f"`{known_hosts}` (line 2)" in str(caught.value) and "remove the old entry" in str(caught.value)
+    assert "accept-new`" not in str(caught.value).split("remove the old entry")[0]
+    assert known_hosts.read_text() == f"# the NAS\n{names} {other_key}\n"  # nothing appended
+
+
+def test_accept_new_finds_a_hashed_entry_and_appends_nothing(sftp_server: dict[str, Any], tmp_path: Path) -> None:
+    from dlt_destinations.sftp import SftpDestinationConfig
+    from dlt_destinations.sftp.client import open_sftp
+
+    name = f"[{sftp_server['host']}]:{sftp_server['port']}"
+    key = sftp_server["host_line"].split(" ", 1)[1]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{_hashed(name)} {key}\n")
+    config = SftpDestinationConfig.model_validate({
+        "host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
+        "password": "sftp-pass-123", "path": "/keys", "known_hosts": str(known_hosts),
+        "host_key_policy": "accept-new"})
+    before = known_hosts.read_text()
+    fs = open_sftp(config)  # the key on record (hashed) is the server's: the login works
+    fs.makedirs("/keys", exist_ok=True)
+    assert known_hosts.read_text() == before  # and nothing is appended
