@@ -63,7 +63,7 @@ from flows.connector_config import ConnectorConfig
 from flows.paths_files import query_to_files
 dsn, query, folder, name = sys.argv[1:5]
 connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "sql_database",
-    "source_config": {"connection_string": dsn, "query": query, "csv_filename": name},
+    "source_config": {"connection_string": dsn, "allow_superuser": True, "query": query, "csv_filename": name},
     "destination_type": "nfs", "destination_config": {"path": folder}})
 started = time.monotonic()
 outcome = query_to_files(connector)

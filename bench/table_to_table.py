@@ -44,7 +44,7 @@ from flows.connector_config import ConnectorConfig
 from flows.paths_postgres import query_to_postgres
 dsn, query, table = sys.argv[1:4]
 connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "sql_database",
-    "source_config": {"connection_string": dsn, "query": query},
+    "source_config": {"connection_string": dsn, "allow_superuser": True, "query": query},
     "destination_type": "postgres", "destination_config": {"connection_string": dsn, "schema": "bench_cai",
     "table_name": table, "write_disposition": "replace"}})
 started = time.monotonic()

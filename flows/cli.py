@@ -277,5 +277,8 @@ def doctor() -> None:
     checks = run_checks()
     console.print(_table("cai doctor", [c.as_row() for c in checks], ["check", "target", "status", "detail"]))
     failed = [c for c in checks if not c.ok]
+    warned = [c for c in checks if c.ok and c.warn]
     console.print(f"[red]{len(failed)} check(s) failed[/red]" if failed else "[green]all checks passed[/green]")
+    if warned:
+        console.print(f"[yellow]{len(warned)} warning(s)[/yellow]")
     raise typer.Exit(1 if failed else 0)

@@ -25,10 +25,16 @@ class Check:
     target: str
     ok: bool
     detail: str
+    warn: bool = False
+    """Works, but something needs a person's attention (a source login that can write)."""
 
     def as_row(self) -> dict[str, str]:
-        return {"check": self.check, "target": self.target, "status": "OK" if self.ok else "FAIL",
-                "detail": self.detail}
+        status = "FAIL" if not self.ok else "WARN" if self.warn else "OK"
+        return {"check": self.check, "target": self.target, "status": status, "detail": self.detail}
+
+
+class Caution(str):
+    """A probe's answer that passes with a warning."""
 
 
 def _probe(check: str, target: str, probe: Callable[[], str], secrets: Sequence[str] = ()) -> Check:
@@ -36,7 +42,8 @@ def _probe(check: str, target: str, probe: Callable[[], str], secrets: Sequence[
     try:
         detail = probe()
         return Check(check, mask_secrets(target, secrets), True,
-                     mask_secrets(f"{detail} ({(time.monotonic() - started) * 1000:.0f} ms)", secrets))
+                     mask_secrets(f"{detail} ({(time.monotonic() - started) * 1000:.0f} ms)", secrets),
+                     warn=isinstance(detail, Caution))
     except Exception as exc:
         return Check(check, mask_secrets(target, secrets), False,
                      mask_secrets(f"{type(exc).__name__}: {exc}".strip(), secrets)[:300])
@@ -48,6 +55,22 @@ def _postgres(dsn: str) -> str:
     with psycopg.connect(dsn, connect_timeout=5) as conn:
         version = conn.execute("SHOW server_version").fetchone()
     return f"PostgreSQL {version[0] if version else '?'}"
+
+
+def _source_login(dsn: str) -> str:
+    """The server answers; a login that could write is a warning (queries should run as a read-only role)."""
+    import psycopg
+
+    from dlt_sources.sql_database.login import LOGIN_POWERS, write_powers
+
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        powers = write_powers(conn.execute(LOGIN_POWERS).fetchone())
+    server = f"PostgreSQL {version[0] if version else '?'}"
+    if powers:
+        return Caution(f"{server}; {powers}: a query's functions could write through it, use a read-only role "
+                       "(README: Queries only read)")
+    return f"{server}; the login can only read"
 
 
 def _folder(path: str, must_exist: bool) -> str:
@@ -80,7 +103,7 @@ def _source_probe(connector: Any) -> tuple[str, Callable[[], str]]:
 
     source = connector.source
     if isinstance(source, SqlDatabaseSourceConfig):
-        return source.dsn(dummy_password=True), lambda: _postgres(source.dsn())
+        return source.dsn(dummy_password=True), lambda: _source_login(source.dsn())
     if isinstance(source, S3SourceConfig):
         return source.bucket_url(), lambda: _bucket(source.storage_options(), source.bucket)
     assert isinstance(source, FilesystemSourceConfig)

@@ -17,6 +17,7 @@ from psycopg import pq
 
 from cai_common.naming import column_names
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
+from dlt_sources.sql_database.login import LOGIN_POWERS, superuser_check
 from dlt_sources.sql_database.reports import QueryError
 
 _TYPES = """
@@ -58,6 +59,7 @@ def describe_query(config: SqlDatabaseSourceConfig, connector_id: int | None = N
     try:
         with psycopg.connect(config.dsn(), connect_timeout=30) as conn:
             conn.read_only = True
+            superuser_check(conn.execute(LOGIN_POWERS).fetchone(), config, connector_id)
             prepared = conn.pgconn.prepare(b"", config.query.encode())
             if prepared.status != pq.ExecStatus.COMMAND_OK:
                 raise QueryError(connector_id, f"source query failed: {_message(prepared)}")

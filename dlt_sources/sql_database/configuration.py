@@ -17,3 +17,6 @@ class SqlDatabaseSourceConfig(PostgresCredentials):
     batch_size: int = Field(10_000, gt=0, description="rows per batch read from the server")
     use_server_side_cursor: bool = Field(True, description="stream rows through a server-side cursor")
     chunk_size_mb: int = Field(5, ge=5, le=5120, description="multipart part size in MB (S3 minimum is 5)")
+    allow_superuser: bool = Field(
+        False, description="run the query even though the login is a superuser (use a read-only role instead)"
+    )

@@ -13,7 +13,8 @@ from pathlib import Path
 from cai_common import ConnectorConfigError
 from cai_common.files import UnsafePathError, safe_join
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
-from dlt_sources.sql_database.guard import ensure_read_only_query
+from dlt_sources.sql_database.guard import ensure_read_only_query, statement_text
+from dlt_sources.sql_database.login import LOGIN_POWERS, superuser_check
 from dlt_sources.sql_database.reports import QueryError, QueryReport
 
 # Read and write buffer of the export: 1 MB moves at disk speed with memory kept flat.
@@ -68,8 +69,9 @@ def export_csv(
     import psycopg2
 
     ensure_read_only_query(config.query, connector_id)
-    # The query runs as given (it was proven a single read statement); a trailing `;` cannot sit in COPY ( ).
-    query = config.query.strip().rstrip(";")
+    # The query runs as given (it was proven a single read statement), without the trailing `;` and
+    # comments that cannot sit inside COPY ( ).
+    query = statement_text(config.query)
     statement = f"COPY ({query}) TO STDOUT WITH (FORMAT csv{'' if header else ', HEADER'})"
     report.reader = "copy"
     try:
@@ -77,6 +79,8 @@ def export_csv(
         try:
             conn.set_session(readonly=True)
             with conn.cursor() as cursor, open(path, "wb", buffering=COPY_BUFFER) as out:
+                cursor.execute(LOGIN_POWERS)
+                superuser_check(cursor.fetchone(), config, connector_id)
                 if header:
                     for name, value in EXACT_TEXT.items():
                         cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
@@ -89,5 +93,8 @@ def export_csv(
     except psycopg2.Error as exc:
         path.unlink(missing_ok=True)
         raise QueryError(connector_id, f"source query failed: {str(exc).strip().splitlines()[0]}") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     report.batches = 1
     return path.stat().st_size

@@ -41,6 +41,22 @@ def warehouse(config_store: str) -> dict[str, Any]:
     return {"connection_string": config_store}
 
 
+@pytest.fixture(scope="session")
+def reader(config_store: str) -> Iterator[dict[str, Any]]:
+    """Source config of a login that can only read (pg_read_all_data), as the README recommends."""
+    from psycopg.conninfo import make_conninfo
+
+    role = f"cai_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(config_store, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pass-7'")
+        conn.execute(f"GRANT pg_read_all_data TO {role}")
+    try:
+        yield {"connection_string": make_conninfo(config_store, user=role, password="reader-pass-7")}
+    finally:
+        with psycopg.connect(config_store, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
 @pytest.fixture
 def source_schema(config_store: str) -> Iterator[str]:
     """A schema holding `visits` (awkward values of every common type) and a sequence."""

@@ -89,3 +89,53 @@ def test_accept_new_finds_a_hashed_entry_and_appends_nothing(sftp_server: dict[s
     fs = open_sftp(config)  # the key on record (hashed) is the server's: the login works
     fs.makedirs("/keys", exist_ok=True)
     assert known_hosts.read_text() == before  # and nothing is appended
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT id, name FROM {s}.visits ORDER BY id -- the nightly extract",
+    "TABLE {s}.visits",
+    "VALUES (1, 'a'), (2, 'b')",
+    "SELECT id FROM {s}.visits ORDER BY id USING >;",
+])
+def test_every_read_only_form_exports_and_loads(
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, schema_name: str,
+    tmp_path: Path, query: str,
+) -> None:
+    query = query.format(s=source_schema)
+    exported = make_connector("postgres", {**reader, "query": query, "csv_filename": "out.csv"},
+                              "nfs", {"path": str(tmp_path / "out")})
+    copied = make_connector("postgres", {**reader, "query": query},
+                            "postgres", {**warehouse, "schema": schema_name, "table_name": "copied"})
+    rows = run_connector_pipeline(exported)["rows_ingested"]
+    assert rows in (2, 5) and (tmp_path / "out" / "out.csv").read_text().count("\n") >= rows + 1
+    assert run_connector_pipeline(copied)["rows_ingested"] == rows
+
+
+def test_a_query_calling_lo_export_is_refused_before_it_reaches_the_server(
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], schema_name: str, tmp_path: Path,
+) -> None:
+    target = f"/tmp/cai-lo-export-{schema_name}"
+    connector_id = make_connector(
+        "postgres", {**reader, "query": f"SELECT lo_export(lo_from_bytea(0, 'x'), '{target}')"},
+        "nfs", {"path": str(tmp_path / "out")})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    assert "must only read, but calls `lo_export`" in caught.value.result["log_summary"]
+    assert not Path(target).exists() and not (tmp_path / "out").exists()
+
+
+def test_a_superuser_source_login_is_refused_unless_allowed(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], tmp_path: Path,
+) -> None:
+    refused = make_connector("postgres", {**warehouse, "query": "SELECT 1 AS one", "csv_filename": "one.csv"},
+                             "nfs", {"path": str(tmp_path / "out")})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(refused)
+    summary = caught.value.result["log_summary"]
+    assert "source login `postgres` is a superuser" in summary and '"allow_superuser": true' in summary
+    assert not (tmp_path / "out").exists()
+    allowed = make_connector("postgres", {**warehouse, "allow_superuser": True, "query": "SELECT 1 AS one",
+                                          "csv_filename": "one.csv"}, "nfs", {"path": str(tmp_path / "out")})
+    assert run_connector_pipeline(allowed)["rows_ingested"] == 1

@@ -141,10 +141,11 @@ def test_timestamps_as_other_systems_write_them_land_as_postgresql_reads_them(
 
 
 def test_pg_to_pg_keeps_every_column_type_and_value(
-    corpus: dict[str, Any], make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str,
+    corpus: dict[str, Any], make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], schema_name: str,
     config_store: str,
 ) -> None:
-    connector_id = make_connector("postgres", {**warehouse, "query": f"SELECT * FROM {corpus['table']}"},
+    connector_id = make_connector("postgres", {**reader, "query": f"SELECT * FROM {corpus['table']}"},
                                   "postgres", {**warehouse, "schema": schema_name, "table_name": "fidelity"})
     result = run_connector_pipeline(connector_id)
     assert list(column_types(config_store, schema_name, "fidelity").items()) == list(COLUMNS.items())
@@ -156,7 +157,8 @@ def test_pg_to_pg_keeps_every_column_type_and_value(
 
 
 def test_pg_to_pg_lands_an_enum_as_text_and_says_so(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str, config_store: str,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], schema_name: str, config_store: str,
     source_schema: str,
 ) -> None:
     with psycopg.connect(config_store) as conn:
@@ -165,7 +167,7 @@ def test_pg_to_pg_lands_an_enum_as_text_and_says_so(
         conn.execute(f"CREATE TABLE {source_schema}.feelings (id int, mood {source_schema}.mood, "
                      f"dose {source_schema}.positive)")
         conn.execute(f"INSERT INTO {source_schema}.feelings VALUES (1, 'sad', 1.5), (2, NULL, NULL)")
-    connector_id = make_connector("postgres", {**warehouse, "query": f"SELECT * FROM {source_schema}.feelings"},
+    connector_id = make_connector("postgres", {**reader, "query": f"SELECT * FROM {source_schema}.feelings"},
                                   "postgres", {**warehouse, "schema": schema_name, "table_name": "feelings"})
     result = run_connector_pipeline(connector_id)
     # PostgreSQL describes a domain's column by its base type; an enum has no equivalent elsewhere.
@@ -177,12 +179,13 @@ def test_pg_to_pg_lands_an_enum_as_text_and_says_so(
 
 
 def test_query_export_is_byte_identical_to_psql(
-    corpus: dict[str, Any], make_connector: Callable[..., int], warehouse: dict[str, Any], config_store: str,
+    corpus: dict[str, Any], make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], config_store: str,
     tmp_path: Path,
 ) -> None:
     query = f"SELECT * FROM {corpus['table']} ORDER BY id"
     out = tmp_path / "out"
-    connector_id = make_connector("postgres", {**warehouse, "query": query, "csv_filename": "fidelity.csv"},
+    connector_id = make_connector("postgres", {**reader, "query": query, "csv_filename": "fidelity.csv"},
                                   "nfs", {"path": str(out)})
     result = run_connector_pipeline(connector_id)
     expected = psql_copy_out(config_store, query, tmp_path / "psql.csv", timezone=None)
@@ -192,7 +195,8 @@ def test_query_export_is_byte_identical_to_psql(
 
 
 def test_a_rows_disagreement_fails_the_run_stating_both_numbers(
-    corpus: dict[str, Any], make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str,
+    corpus: dict[str, Any], make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], schema_name: str,
     config_store: str,
 ) -> None:
     """A destination trigger that quietly drops a row: COPY reports 5 rows written of 6 read."""
@@ -203,7 +207,7 @@ def test_a_rows_disagreement_fails_the_run_stating_both_numbers(
                      "$$ BEGIN IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW; END $$")
         conn.execute(f"CREATE TRIGGER drop_two BEFORE INSERT ON {schema_name}.fidelity FOR EACH ROW "
                      f"EXECUTE FUNCTION {schema_name}.drop_two()")
-    connector_id = make_connector("postgres", {**warehouse, "query": f"SELECT * FROM {corpus['table']}"},
+    connector_id = make_connector("postgres", {**reader, "query": f"SELECT * FROM {corpus['table']}"},
                                   "postgres", {**warehouse, "schema": schema_name, "table_name": "fidelity"})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)

@@ -114,7 +114,7 @@ def _wait(api: str, flow_run_id: str, timeout: float = 240) -> dict[str, Any]:
 
 def _sleeper(make_connector: Callable[..., int], config_store: str, out: Path, seconds: float, name: str) -> int:
     """A connector whose query takes `seconds` (pg_sleep), exported to a folder."""
-    return make_connector("postgres", {"connection_string": config_store,
+    return make_connector("postgres", {"connection_string": config_store, "allow_superuser": True,
                                        "query": f"SELECT pg_sleep({seconds}) IS NULL AS slept, 1 AS n"},
                           "nfs", {"path": str(out)}, name=name)
 
@@ -232,10 +232,14 @@ def test_a_run_whose_worker_is_killed_is_closed_as_failed_by_the_sweep(
 
 def test_doctor_reports_each_connector_source_and_destination_with_secrets_masked(
     prefect_env: dict[str, str], deployment: str, make_connector: Callable[..., int], config_store: str,
-    tmp_path: Path,
+    tmp_path: Path, reader: dict[str, Any],
 ) -> None:
     good = make_connector("filesystem", {"path": str(tmp_path)}, "postgres", {"connection_string": config_store},
                           name="doctor good")
+    writer = make_connector("postgres", {"connection_string": config_store, "query": "SELECT 1"},
+                            "nfs", {"path": str(tmp_path / "w")}, name="doctor writer")
+    read_only = make_connector("postgres", {**reader, "query": "SELECT 1"}, "nfs", {"path": str(tmp_path / "r")},
+                               name="doctor reader")
     bad = make_connector("postgres", {"host": "127.0.0.1", "port": 9, "database": "x", "username": "u",
                                       "password": "doctor-secret-42", "query": "SELECT 1"},
                          "nfs", {"path": str(tmp_path / "out")}, name="doctor bad")
@@ -252,4 +256,7 @@ def test_doctor_reports_each_connector_source_and_destination_with_secrets_maske
     assert "OK" in line(f"connector {good} (doctor good) destination")
     assert "FAIL" in line(f"connector {bad} (doctor bad) source") and "Connection refused" in line(f"connector {bad} (")
     assert "OK" in line(f"connector {bad} (doctor bad) destination")
+    assert "WARN" in line(f"connector {writer} (doctor writer) source") and "is a superuser" in done.stdout
+    assert "OK" in line(f"connector {read_only} (doctor reader) source")
+    assert "the login can only read" in done.stdout and "warning(s)" in done.stdout
     assert "doctor-secret-42" not in done.stdout + done.stderr

@@ -40,13 +40,14 @@ def _only_final_files(folder: Path) -> list[str]:
 
 
 def test_export_to_a_folder_equals_psqls_csv(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, tmp_path: Path,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, tmp_path: Path,
     config_store: str,
 ) -> None:
     query = AWKWARD_QUERY.format(schema=source_schema)
     out = tmp_path / "exports" / "daily"
     connector_id = make_connector(
-        "sql_database", {**warehouse, "query": query, "csv_filename": "visits_{connector_id}.csv"},
+        "sql_database", {**reader, "query": query, "csv_filename": "visits_{connector_id}.csv"},
         "nfs", {"path": str(out)},
     )
     result = run_connector_pipeline(connector_id)
@@ -67,11 +68,12 @@ def test_export_to_a_folder_equals_psqls_csv(
 
 
 def test_export_to_s3_with_multipart_above_25_mb(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], s3_bucket: dict[str, Any], config_store: str,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], s3_bucket: dict[str, Any], config_store: str,
 ) -> None:
     query = "SELECT g AS id, repeat(md5(g::text), 3) AS filler FROM generate_series(1, 300000) g"
     connector_id = make_connector(
-        "sql_database", {**warehouse, "query": query, "csv_filename": "big_{date}.csv"},
+        "sql_database", {**reader, "query": query, "csv_filename": "big_{date}.csv"},
         "minio", {"bucket": s3_bucket["bucket"], "prefix": "out/", "chunk_size_mb": 5, **s3_bucket["credentials"]},
     )
     result = run_connector_pipeline(connector_id)
@@ -101,10 +103,10 @@ def test_placeholders_and_default_name() -> None:
 
 
 def test_a_query_failing_mid_stream_leaves_no_file(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], tmp_path: Path,
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], tmp_path: Path,
 ) -> None:
     query = "SELECT g, 1 / (g - 150000) AS boom FROM generate_series(1, 200000) g"
-    connector_id = make_connector("sql_database", {**warehouse, "query": query, "csv_filename": "partial.csv"},
+    connector_id = make_connector("sql_database", {**reader, "query": query, "csv_filename": "partial.csv"},
                                   "nfs", {"path": str(tmp_path / "out")})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)
@@ -113,10 +115,10 @@ def test_a_query_failing_mid_stream_leaves_no_file(
 
 
 def test_a_destination_that_fails_leaves_no_object_and_a_failed_record(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], s3_bucket: dict[str, Any],
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], s3_bucket: dict[str, Any],
 ) -> None:
     connector_id = make_connector(
-        "sql_database", {**warehouse, "query": "SELECT 1 AS one", "csv_filename": "one.csv"},
+        "sql_database", {**reader, "query": "SELECT 1 AS one", "csv_filename": "one.csv"},
         "s3", {"bucket": "no-such-bucket-here", **s3_bucket["credentials"]},
     )
     with pytest.raises(ConnectorRunFailed) as caught:
@@ -128,9 +130,10 @@ def test_a_destination_that_fails_leaves_no_object_and_a_failed_record(
 
 
 def test_a_non_select_writes_nothing(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, tmp_path: Path,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, tmp_path: Path,
 ) -> None:
-    connector_id = make_connector("sql_database", {**warehouse, "query": f"DROP TABLE {source_schema}.visits"},
+    connector_id = make_connector("sql_database", {**reader, "query": f"DROP TABLE {source_schema}.visits"},
                                   "nfs", {"path": str(tmp_path / "out")})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)
@@ -145,13 +148,14 @@ def _sftp_config(server: dict[str, Any], path: str, **auth: Any) -> dict[str, An
 
 @pytest.mark.parametrize("auth", ["password", "key"])
 def test_export_to_sftp_creates_directories_and_equals_psql(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, sftp_server: dict[str, Any],
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, sftp_server: dict[str, Any],
     config_store: str, auth: str,
 ) -> None:
     login = ({"username": "loader", "password": "sftp-pass-123"} if auth == "password"
              else {"username": "keyuser", "pkey_path": sftp_server["client_key"]})
     query = AWKWARD_QUERY.format(schema=source_schema)
-    connector_id = make_connector("sql_database", {**warehouse, "query": query, "csv_filename": f"{auth}.csv"},
+    connector_id = make_connector("sql_database", {**reader, "query": query, "csv_filename": f"{auth}.csv"},
                                   "truenas", _sftp_config(sftp_server, f"/pool/{auth}/incoming", **login))
     result = run_connector_pipeline(connector_id)
     landed = Path(sftp_server["root"]) / "pool" / auth / "incoming"
@@ -162,19 +166,20 @@ def test_export_to_sftp_creates_directories_and_equals_psql(
 
 
 def test_sftp_refuses_an_unknown_host_key_and_accept_new_records_it(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], sftp_server: dict[str, Any], tmp_path: Path,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], sftp_server: dict[str, Any], tmp_path: Path,
 ) -> None:
     empty_known_hosts = tmp_path / "known_hosts"
     empty_known_hosts.write_text("")
     login = {"username": "loader", "password": "sftp-pass-123", "known_hosts": str(empty_known_hosts)}
-    refused = make_connector("sql_database", {**warehouse, "query": "SELECT 1 AS one", "csv_filename": "k.csv"},
+    refused = make_connector("sql_database", {**reader, "query": "SELECT 1 AS one", "csv_filename": "k.csv"},
                              "sftp", {**_sftp_config(sftp_server, "/refused"), **login})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(refused)
     assert "host key not trusted" in caught.value.result["log_summary"]
     assert not (Path(sftp_server["root"]) / "refused").exists()
 
-    accepted = make_connector("sql_database", {**warehouse, "query": "SELECT 1 AS one", "csv_filename": "k.csv"},
+    accepted = make_connector("sql_database", {**reader, "query": "SELECT 1 AS one", "csv_filename": "k.csv"},
                               "sftp", {**_sftp_config(sftp_server, "/accepted"), **login,
                                        "host_key_policy": "accept-new"})
     run_connector_pipeline(accepted)
@@ -183,10 +188,10 @@ def test_sftp_refuses_an_unknown_host_key_and_accept_new_records_it(
 
 
 def test_sftp_wrong_password_fails_without_leaking_it(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], sftp_server: dict[str, Any],
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], sftp_server: dict[str, Any],
 ) -> None:
     connector_id = make_connector(
-        "sql_database", {**warehouse, "query": "SELECT 1 AS one"},
+        "sql_database", {**reader, "query": "SELECT 1 AS one"},
         "sftp", _sftp_config(sftp_server, "/x", username="loader", password="Wr0ng-Secret!"),
     )
     with pytest.raises(ConnectorRunFailed) as caught:
@@ -196,11 +201,11 @@ def test_sftp_wrong_password_fails_without_leaking_it(
 
 
 def test_an_sftp_upload_failing_mid_way_leaves_no_file_under_any_name(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], sftp_server: dict[str, Any],
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], sftp_server: dict[str, Any],
 ) -> None:
     query = "SELECT g, md5(g::text) FROM generate_series(1, 100000) g"  # about 4 MB of CSV
     connector_id = make_connector(
-        "sql_database", {**warehouse, "query": query, "csv_filename": "big.csv"},
+        "sql_database", {**reader, "query": query, "csv_filename": "big.csv"},
         "sftp", _sftp_config(sftp_server, "/full", username="flaky", password="sftp-pass-123"),
     )
     with pytest.raises(ConnectorRunFailed) as caught:

@@ -23,12 +23,13 @@ def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
 
 
 def test_query_rows_land_in_a_table_with_types_and_values_intact(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, schema_name: str,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, schema_name: str,
     config_store: str,
 ) -> None:
     columns = "id, name, note, amount, seen_at, active, born, payload, ref, stay"
     query = f"SELECT {columns} FROM {source_schema}.visits WHERE id > 0"
-    connector_id = make_connector("postgres", {**warehouse, "query": query, "batch_size": 2},
+    connector_id = make_connector("postgres", {**reader, "query": query, "batch_size": 2},
                                   "postgres", {**warehouse, "schema": schema_name}, name="Nightly Visits")
     result = run_connector_pipeline(connector_id)
     assert result["rows_ingested"] == len(AWKWARD_ROWS)
@@ -46,7 +47,8 @@ def test_query_rows_land_in_a_table_with_types_and_values_intact(
 
 
 def test_an_existing_table_whose_types_would_change_values_is_refused(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, schema_name: str,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, schema_name: str,
     config_store: str,
 ) -> None:
     """Loading numeric(14,3) values into a bigint column would change them: the run names the table, the
@@ -54,7 +56,7 @@ def test_an_existing_table_whose_types_would_change_values_is_refused(
     with psycopg.connect(config_store) as conn:
         conn.execute(f"CREATE SCHEMA {schema_name}")
         conn.execute(f"CREATE TABLE {schema_name}.amounts (id bigint, amount bigint)")
-    connector_id = make_connector("postgres", {**warehouse, "query": f"SELECT id, amount FROM {source_schema}.visits"},
+    connector_id = make_connector("postgres", {**reader, "query": f"SELECT id, amount FROM {source_schema}.visits"},
                                   "postgres", {**warehouse, "schema": schema_name, "table_name": "amounts"})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)
@@ -64,10 +66,11 @@ def test_an_existing_table_whose_types_would_change_values_is_refused(
 
 
 def test_a_non_select_is_rejected_before_anything_runs(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, schema_name: str,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, schema_name: str,
     config_store: str,
 ) -> None:
-    connector_id = make_connector("sql_database", {**warehouse, "query": f"DELETE FROM {source_schema}.visits"},
+    connector_id = make_connector("sql_database", {**reader, "query": f"DELETE FROM {source_schema}.visits"},
                                   "postgres", {**warehouse, "schema": schema_name})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)
@@ -82,7 +85,9 @@ def test_the_read_only_transaction_stops_a_select_that_writes(
     make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, schema_name: str,
     config_store: str,
 ) -> None:
-    connector_id = make_connector("database", {**warehouse, "query": f"SELECT nextval('{source_schema}.ticket')"},
+    # A superuser may use the sequence; the READ ONLY transaction is what stops it.
+    query = f"SELECT nextval('{source_schema}.ticket')"
+    connector_id = make_connector("database", {**warehouse, "allow_superuser": True, "query": query},
                                   "postgres", {**warehouse, "schema": schema_name})
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)
@@ -105,11 +110,12 @@ def test_the_arrow_reader_falls_back_to_a_cursor_for_types_connectorx_cannot_rea
 
 
 def test_merge_on_primary_key_updates_rows_on_the_next_run(
-    make_connector: Callable[..., int], warehouse: dict[str, Any], source_schema: str, schema_name: str,
+    make_connector: Callable[..., int], warehouse: dict[str, Any],
+    reader: dict[str, Any], source_schema: str, schema_name: str,
     config_store: str,
 ) -> None:
     connector_id = make_connector(
-        "sql_database", {**warehouse, "query": f"SELECT id, name FROM {source_schema}.visits"},
+        "sql_database", {**reader, "query": f"SELECT id, name FROM {source_schema}.visits"},
         "postgres", {**warehouse, "schema": schema_name, "table_name": "names", "write_disposition": "merge",
                      "primary_key": "id"},
     )
