@@ -24,6 +24,7 @@ from dlt_sources.filesystem import (
     ReadReport,
     S3SourceConfig,
     csv_tables,
+    ensure_location,
     open_filesystem,
 )
 from dlt_sources.filesystem.staging import Progress, supports_fast_path
@@ -121,7 +122,8 @@ def files_to_postgres(connector: ConnectorConfig) -> PathOutcome:
     if source.mode == "transfer":
         raise ConnectorConfigError(connector.connector_id, "source", "mode",
                                    "`transfer` copies files, and a `postgres` destination takes rows: use `extract`")
-    return load_csv_files(pipeline_name_for(connector), source, target, legacy=legacy_name(connector))
+    return load_csv_files(pipeline_name_for(connector), source, target, legacy=legacy_name(connector),
+                          connector_id=connector.connector_id)
 
 
 def load_csv_files(
@@ -130,6 +132,7 @@ def load_csv_files(
     target: PostgresDestinationConfig,
     progress: Progress | None = None,
     legacy: str | None = None,
+    connector_id: int | None = None,
 ) -> PathOutcome:
     """Load the new or changed CSV files of a source into PostgreSQL with one dlt pipeline.
 
@@ -139,6 +142,8 @@ def load_csv_files(
     A file whose COPY fails (a value PostgreSQL rejects) is taken out of the loaded-files ledger again
     so the next run retries it; with ``on_bad_file: fail`` the run then fails listing the files.
     """
+    fs = open_filesystem(source)
+    ensure_location(source, fs, connector_id)
     if supports_fast_path(source):  # COPY reads the source files as they are
         delimiter, encoding = source.delimiter, "utf-8" if source.encoding == "utf-8-sig" else source.encoding
     else:  # they are transcoded to psql's CSV first
@@ -154,7 +159,7 @@ def load_csv_files(
     resource = csv_tables(
         source.bucket_url(),
         source.file_pattern,
-        fs=open_filesystem(source),
+        fs=fs,
         options=source,
         report=report,
         table_name=target.table_name,

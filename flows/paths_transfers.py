@@ -18,7 +18,14 @@ from cai_common.transfer import PART_SIZE
 from dlt_destinations.files import FilesystemTarget, TransferTarget, transfer_destination
 from dlt_destinations.rest_api import RestApiDestinationConfig
 from dlt_destinations.rest_api.client import RestTarget
-from dlt_sources.filesystem import BadFilesError, FilesystemSourceConfig, ReadReport, S3SourceConfig, open_filesystem
+from dlt_sources.filesystem import (
+    BadFilesError,
+    FilesystemSourceConfig,
+    ReadReport,
+    S3SourceConfig,
+    ensure_location,
+    open_filesystem,
+)
 from dlt_sources.filesystem.manifests import MANIFESTS, file_manifests
 from flows.connector_config import ConnectorConfig
 from flows.file_targets import file_target
@@ -55,6 +62,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     report = ReadReport()
     copy_mode = source.transfer == "copy"
     src_fs = open_filesystem(source)
+    ensure_location(source, src_fs, connector.connector_id)
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name_for(connector),
         pipelines_dir=str(pipelines_dir()),

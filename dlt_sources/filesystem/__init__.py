@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cai_common.lazy import lazy_exports
-from dlt_sources.filesystem.client import open_filesystem
+from dlt_sources.filesystem.client import ensure_location, open_filesystem
 from dlt_sources.filesystem.configuration import CsvOptions, FileSourceOptions, FilesystemSourceConfig, S3SourceConfig
 from dlt_sources.filesystem.reports import (
     LEDGER_KEY,
@@ -43,6 +43,7 @@ __all__ = [
     "ReadReport",
     "S3SourceConfig",
     "csv_tables",
+    "ensure_location",
     "open_filesystem",
     "read_csv_batches",
     "stage_csv",

@@ -139,3 +139,29 @@ def test_a_superuser_source_login_is_refused_unless_allowed(
     allowed = make_connector("postgres", {**warehouse, "allow_superuser": True, "query": "SELECT 1 AS one",
                                           "csv_filename": "one.csv"}, "nfs", {"path": str(tmp_path / "out")})
     assert run_connector_pipeline(allowed)["rows_ingested"] == 1
+
+
+def test_a_missing_source_location_fails_naming_it_and_an_empty_one_succeeds(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], schema_name: str, tmp_path: Path,
+    s3_bucket: dict[str, Any],
+) -> None:
+    missing = tmp_path / "unmounted" / "share"
+    for destination, config in (("postgres", {**warehouse, "schema": schema_name}),
+                                ("nfs", {"path": str(tmp_path / "out")})):
+        connector_id = make_connector("filesystem", {"path": str(missing)}, destination, config)
+        with pytest.raises(ConnectorRunFailed) as caught:
+            run_connector_pipeline(connector_id)
+        assert (f"connector {connector_id}: source `path` `{missing}` does not exist (an unmounted share?)"
+                in caught.value.result["log_summary"])
+    no_bucket = make_connector("s3", {"bucket": "no-such-bucket-here", **s3_bucket["credentials"]},
+                               "nfs", {"path": str(tmp_path / "out")})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(no_bucket)
+    assert "source `bucket` `no-such-bucket-here` does not exist" in caught.value.result["log_summary"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    connector_id = make_connector("filesystem", {"path": str(empty), "file_pattern": "*.csv"},
+                                  "postgres", {**warehouse, "schema": schema_name})
+    result = run_connector_pipeline(connector_id)
+    assert result["status"] == "success" and "no files matched" in result["log_summary"]
