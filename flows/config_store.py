@@ -10,6 +10,10 @@ from psycopg.rows import dict_row
 
 from flows.embedded import embedded_database_url
 
+UTC_NOW = "(now() AT TIME ZONE 'UTC')"
+"""The time to store in the spec's `timestamp without time zone` columns: UTC, whatever the session's
+TimeZone (PGTZ, a role's or database's setting), so every writer and the sweep agree."""
+
 # Any constant works: it only serialises concurrent `init-db`s against one database.
 _MIGRATION_LOCK = 0x6361_6900
 

@@ -2,7 +2,7 @@
 
 A flow run that is killed outright (kill -9, the OOM killer, a machine lost) never reaches its
 `finally`, so its record would say `started` for ever. While a run works, a daemon thread sets
-`heartbeat_at = NOW()` every `CAI_HEARTBEAT_SECONDS` (30). `sweep_stale_runs` closes every
+`heartbeat_at` (UTC) every `CAI_HEARTBEAT_SECONDS` (30). `sweep_stale_runs` closes every
 `started` run whose heartbeat is older than `CAI_HEARTBEAT_STALE_SECONDS` (120) as `failed`, with
 "worker stopped responding".
 """
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from flows.config_store import connect
+from flows.config_store import UTC_NOW, connect
 
 
 def heartbeat_seconds() -> float:
@@ -31,7 +31,7 @@ def stale_seconds() -> float:
 def beat(run_id: int, url: str | None = None) -> None:
     """Touch one run's heartbeat."""
     with connect(url) as conn:
-        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = NOW() WHERE id = %s", (run_id,))
+        conn.execute(f"UPDATE cai_connector_runs SET heartbeat_at = {UTC_NOW} WHERE id = %s", (run_id,))
 
 
 @contextlib.contextmanager
@@ -61,10 +61,10 @@ def sweep_stale_runs(url: str | None = None, older_than: float | None = None) ->
     seconds = stale_seconds() if older_than is None else older_than
     with connect(url) as conn:
         return conn.execute(
-            "UPDATE cai_connector_runs SET status = 'failed', finished_at = NOW(), "
+            f"UPDATE cai_connector_runs SET status = 'failed', finished_at = {UTC_NOW}, "
             "log_summary = concat_ws('; ', log_summary, 'worker stopped responding: no heartbeat since ' "
             "  || to_char(COALESCE(heartbeat_at, started_at), 'YYYY-MM-DD HH24:MI:SS')) "
-            "WHERE status = 'started' AND COALESCE(heartbeat_at, started_at) < NOW() - make_interval(secs => %s) "
+            f"WHERE status = 'started' AND COALESCE(heartbeat_at, started_at) < {UTC_NOW} - make_interval(secs => %s) "
             "RETURNING id, connector_id, prefect_flow_run_id, log_summary",
             (seconds,),
         ).fetchall()

@@ -1,4 +1,7 @@
-"""Run history in `cai_connector_runs` (spec 4.2 and 4.4), plus this runner's `metrics` column."""
+"""Run history in `cai_connector_runs` (spec 4.2 and 4.4), plus this runner's `metrics` column.
+
+Times are UTC in the spec's `timestamp without time zone` columns, whatever the session's TimeZone.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
-from flows.config_store import connect
+from flows.config_store import UTC_NOW, connect
 
 RunStatus = Literal["success", "failed"]
 
@@ -16,7 +19,7 @@ def create_run_record(connector_id: int, prefect_flow_run_id: str | None, url: s
     with connect(url) as conn:
         row = conn.execute(
             "INSERT INTO cai_connector_runs (connector_id, status, prefect_flow_run_id, started_at, heartbeat_at) "
-            "VALUES (%s, 'started', %s, NOW(), NOW()) RETURNING id",
+            f"VALUES (%s, 'started', %s, {UTC_NOW}, {UTC_NOW}) RETURNING id",
             (connector_id, prefect_flow_run_id),
         ).fetchone()
     assert row is not None
@@ -36,7 +39,7 @@ def update_run_record(
         raise ValueError(f"run status must be `success` or `failed`, got `{status}`")
     with connect(url) as conn:
         conn.execute(
-            "UPDATE cai_connector_runs SET status = %s, finished_at = NOW(), "
+            f"UPDATE cai_connector_runs SET status = %s, finished_at = {UTC_NOW}, "
             "rows_ingested = COALESCE(%s, rows_ingested), log_summary = COALESCE(%s, log_summary), "
             "metrics = COALESCE(%s, metrics) WHERE id = %s",
             (status, rows_ingested, log_summary, Jsonb(metrics) if metrics is not None else None, run_id),

@@ -19,8 +19,8 @@ def test_the_sweep_closes_only_runs_whose_heartbeat_went_stale(
     connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "out")})
     dead, alive = create_run_record(connector_id, "fr-dead"), create_run_record(connector_id, "fr-alive")
     with psycopg.connect(config_store) as conn:
-        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = NOW() - interval '10 minutes' WHERE id = %s",
-                     (dead,))
+        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = (now() AT TIME ZONE 'UTC') - interval '10 minutes' "
+                     "WHERE id = %s", (dead,))
     beat(alive)
     closed = [r["id"] for r in sweep_stale_runs(older_than=120)]
     assert dead in closed and alive not in closed
@@ -56,7 +56,26 @@ def test_every_flow_run_sweeps_runs_of_dead_workers_first(
     connector_id = make_connector("filesystem", {"path": str(tmp_path / "in")}, "nfs", {"path": str(tmp_path / "out")})
     orphan = create_run_record(connector_id, "fr-orphan")
     with psycopg.connect(config_store) as conn:
-        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = NOW() - interval '1 hour' WHERE id = %s", (orphan,))
+        conn.execute("UPDATE cai_connector_runs SET heartbeat_at = (now() AT TIME ZONE 'UTC') - interval '1 hour' "
+                     "WHERE id = %s", (orphan,))
     run_connector_pipeline(connector_id)
     swept = get_run(orphan)
     assert swept is not None and swept["status"] == "failed" and "worker stopped responding" in swept["log_summary"]
+
+
+def test_times_are_utc_whatever_each_sessions_time_zone(
+    make_connector: Callable[..., int], config_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run written from UTC-11 is not swept as dead from UTC+14, and its times read as UTC."""
+    connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "out")})
+    monkeypatch.setenv("PGTZ", "Pacific/Pago_Pago")  # libpq sets each new session's TimeZone from PGTZ
+    run_id = create_run_record(connector_id, "fr-west")
+    beat(run_id)
+    monkeypatch.setenv("PGTZ", "Pacific/Kiritimati")
+    assert run_id not in [r["id"] for r in sweep_stale_runs(older_than=120)]
+    with psycopg.connect(config_store) as conn:
+        conn.execute("SET TIME ZONE 'America/Anchorage'")
+        drift = conn.execute("SELECT extract(epoch FROM (now() AT TIME ZONE 'UTC') - started_at), "
+                             "extract(epoch FROM (now() AT TIME ZONE 'UTC') - heartbeat_at) "
+                             "FROM cai_connector_runs WHERE id = %s", (run_id,)).fetchone()
+    assert drift is not None and all(0 <= float(d) < 60 for d in drift)
