@@ -6,7 +6,16 @@ import os
 from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cai_common.errors import ConnectorConfigError
 
@@ -27,13 +36,29 @@ class BaseConfig(BaseModel):
         return sorted(self.model_extra or {})
 
     def secret_values(self) -> list[str]:
-        """Plain values of every secret field, for masking in logs and run records."""
+        """Plain values of every secret field, for masking in logs and run records.
+
+        SecretStr fields, and every value of a field marked secret-bearing (``json_schema_extra=
+        {"secret": True}``, e.g. REST `headers`, which carry tokens as often as not).
+        """
         values = []
-        for name in type(self).model_fields:
+        for name, info in type(self).model_fields.items():
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
+            elif _secret_bearing(info) and isinstance(value, dict):
+                # Short values (`2`, `json`) are not secrets, and masking them would garble every message.
+                values.extend(str(v) for v in value.values() if len(str(v)) >= 6)
         return values
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads `true` as 1 for an int field: a port of `true` is a mistake, not port 1."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float, int | None, float | None):
+            raise ValueError(f"must be a number, got `{str(value).lower()}`")
+        return value
 
     def location(self) -> str:
         """Where this source reads or this destination writes (no credentials): part of a pipeline's identity.
@@ -51,12 +76,24 @@ class BaseConfig(BaseModel):
             connector_id: named in the error.
             side: ``"source"`` or ``"destination"``, named in the error.
         """
-        if not isinstance(raw, dict):
-            raise ConnectorConfigError(connector_id, side, None, f"must be a JSON object, got `{raw!r}`")
+        if not isinstance(raw, dict):  # never quoted: it may hold a password
+            raise ConnectorConfigError(connector_id, side, None, f"must be a JSON object, got {json_kind(raw)}")
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
             raise _config_error(cls, exc, connector_id, side) from None
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in words, without quoting it: `a JSON string`, `a JSON array`..."""
+    kinds = {bool: "true or false", str: "a JSON string", list: "a JSON array", dict: "a JSON object",
+             type(None): "null", int: "a number", float: "a number"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
+def _secret_bearing(info: Any) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("secret"))
 
 
 def _config_error(
@@ -66,7 +103,8 @@ def _config_error(
     first = exc.errors(include_url=False)[0]
     loc = ".".join(str(part) for part in first["loc"]) or None
     field_info = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
-    secret = field_info is not None and field_info.annotation in (SecretStr, SecretStr | None)
+    secret = field_info is not None and (field_info.annotation in (SecretStr, SecretStr | None)
+                                         or _secret_bearing(field_info))
     msg = first["msg"]
     if first["type"] == "missing":
         problem = "is required" + (f" ({field_info.description})" if field_info and field_info.description else "")

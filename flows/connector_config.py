@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai_common import BaseConfig, ConnectorConfigError, ConnectorNotFound
+from cai_common.configuration import json_kind
 from dlt_destinations import DESTINATIONS
 from dlt_sources import SOURCES
 from flows.config_merge import deep_merge
@@ -93,6 +94,15 @@ def read_connector_config(connector_id: int, url: str | None = None) -> dict[str
         row = conn.execute(CONNECTOR_QUERY, (connector_id,)).fetchone()
     if row is None:
         raise ConnectorNotFound(connector_id)
+    for side, base, override in (("source", "source_base_config", "source_config_override"),
+                                 ("destination", "dest_base_config", "destination_config_override")):
+        # Never quoted: a config stored as a string or an array may hold a password.
+        if row[base] is not None and not isinstance(row[base], dict):
+            problem = f"(`config` of the defined {side}) must be a JSON object, got {json_kind(row[base])}"
+            raise ConnectorConfigError(connector_id, side, None, problem)
+        if row[override] is not None and not isinstance(row[override], dict):
+            raise ConnectorConfigError(connector_id, side, override,
+                                       f"must be a JSON object or null, got {json_kind(row[override])}")
     config = {
         "connector_id": row["id"],
         "connector_name": row["name"],

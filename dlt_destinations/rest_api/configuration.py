@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -24,11 +25,20 @@ class RestApiDestinationConfig(BaseConfig):
     additional_fields: dict[str, str] = Field(default_factory=dict, description="extra form fields")
     use_multipart: bool = Field(True, description="multipart/form-data, or the file as the raw body")
     content_type: str = Field("application/octet-stream", description="content type of the file part/body")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (masked like secrets)",
+                                    json_schema_extra={"secret": True})
     attempts: int = Field(3, ge=1, le=10, description="tries per file on connection errors, 429 and 5xx")
     retry_backoff_seconds: float = Field(1.0, ge=0, le=60, description="first retry delay, doubled each time")
     connect_timeout: float = Field(30.0, gt=0, description="seconds to wait for a connection")
     read_timeout: float = Field(300.0, gt=0, description="seconds to wait for the server's answer")
+
+    def secret_values(self) -> list[str]:
+        """The secret fields and header values, plus HTTP Basic's base64 form (servers echo it back)."""
+        values = super().secret_values()
+        if self.username and self.password is not None:
+            pair = f"{self.username}:{self.password.get_secret_value()}".encode()
+            values.append(base64.b64encode(pair).decode())
+        return values
 
     def location(self) -> str:
         """The method and URL (hashed into the pipeline name, never shown: a URL may carry a token)."""

@@ -142,3 +142,46 @@ def test_postgres_dsn_from_fields_and_socket_dirs() -> None:
         {"connection_string": "postgresql://postgres:@/postgres?host=/tmp/sock"}, connector_id=1, side="destination"
     )
     assert socket.dsn(dummy_password=True) == "postgresql://postgres:x@localhost/postgres?host=/tmp/sock"
+
+
+def test_a_boolean_is_not_a_port(make_connector: Callable[..., int]) -> None:
+    connector_id = make_connector("filesystem", FOLDER, "postgres", PG, destination_override={"port": True})
+    with pytest.raises(ConnectorConfigError, match=rf"connector {connector_id}: destination `port` must be a number, "
+                                                   r"got `true`"):
+        read_connector_config(connector_id)
+
+
+@pytest.mark.parametrize(
+    ("source_config", "source_override", "expected"),
+    [
+        ('{"path": "/data", "password": "hunter2-secret"}', None,
+         "source config (`config` of the defined source) must be a JSON object, got a JSON string"),
+        ([["path", "/etc"], ["password", "hunter2-secret"]], None,
+         "source config (`config` of the defined source) must be a JSON object, got a JSON array"),
+        (FOLDER, "hunter2-secret", "source `source_config_override` must be a JSON object or null, got a JSON string"),
+    ],
+    ids=["config-string", "config-array-of-pairs", "override-string"],
+)
+def test_a_config_that_is_not_an_object_is_named_and_never_quoted(
+    make_connector: Callable[..., int], source_config: Any, source_override: Any, expected: str,
+) -> None:
+    connector_id = make_connector("filesystem", source_config, "postgres", PG, source_override=source_override)
+    with pytest.raises(ConnectorConfigError) as caught:
+        read_connector_config(connector_id)
+    assert str(caught.value) == f"connector {connector_id}: {expected}"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_rest_headers_are_secrets_everywhere() -> None:
+    from dlt_destinations.rest_api import RestApiDestinationConfig
+
+    config = RestApiDestinationConfig.parse(
+        {"url": "https://api.example/upload", "auth_type": "basic", "username": "svc", "password": "pw-basic-77",
+         "headers": {"X-Session": "session-token-991", "Accept": "*/*"}}, connector_id=3, side="destination")
+    secrets = config.secret_values()
+    assert {"pw-basic-77", "session-token-991", "c3ZjOnB3LWJhc2ljLTc3"} <= set(secrets)  # base64("svc:pw-basic-77")
+    assert "*/*" not in secrets  # too short to be a secret, and masking it would garble messages
+    with pytest.raises(ConnectorConfigError) as caught:
+        RestApiDestinationConfig.parse({"url": "https://api.example/upload", "headers": "Bearer tok-abc-123"},
+                                       connector_id=3, side="destination")
+    assert "tok-abc-123" not in str(caught.value) and "destination `headers` must be" in str(caught.value)
