@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,52 @@ def test_a_missing_source_location_fails_naming_it_and_an_empty_one_succeeds(
                                   "postgres", {**warehouse, "schema": schema_name})
     result = run_connector_pipeline(connector_id)
     assert result["status"] == "success" and "no files matched" in result["log_summary"]
+
+
+def _files_holding(folder: Path, secrets: list[str]) -> list[str]:
+    """Files under ``folder`` whose bytes hold any of the secrets (SQLite, logs, dlt state and traces)."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path}: {s}" for s in secrets if s.encode() in data]
+    return found
+
+
+def test_secrets_a_server_echoes_back_appear_nowhere(
+    make_connector: Callable[..., int], incoming: Path, httpserver: Any, config_store: str,
+) -> None:
+    """An upload endpoint that refuses with the request's own headers in its body (servers do)."""
+    import json
+
+    import prefect.settings
+    from werkzeug import Request, Response
+
+    from tests.flows.test_cli import CAI
+
+    def echo(request: Request) -> Response:
+        return Response(json.dumps(dict(request.headers)), status=403)
+
+    httpserver.expect_request("/upload").respond_with_handler(echo)
+    (incoming / "labs.csv").write_bytes(b"id\n1\n")
+    secrets = ["pw-basic-4471", "c3ZjLXVwbG9hZDpwdy1iYXNpYy00NDcx", "session-token-8812"]  # base64 of user:pw
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)}, "rest_api",
+        {"url": httpserver.url_for("/upload"), "auth_type": "basic", "username": "svc-upload",
+         "password": "pw-basic-4471", "headers": {"X-Session": "session-token-8812"}})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    outputs = [json.dumps(caught.value.result, default=str)]
+    record = get_run(caught.value.result["run_id"])
+    outputs.append(json.dumps(record, default=str))
+    assert "HTTP 403" in caught.value.result["log_summary"] and "***" in caught.value.result["log_summary"]
+    env = {**os.environ, "DATABASE_URL": config_store, "COLUMNS": "400"}
+    runs = subprocess.run([CAI, "runs", "--connector", str(connector_id)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    outputs.append(runs.stdout + runs.stderr)
+    for output in outputs:
+        for secret in secrets:
+            assert secret not in output, f"`{secret}` leaked into: {output[:300]}"
+    prefect_db = Path(prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
+    assert _files_holding(prefect_db, secrets) == []  # flow and task logs, artifacts, states
+    assert _files_holding(Path(os.environ["CAI_PIPELINES_DIR"]), secrets) == []
