@@ -9,6 +9,7 @@ from cai_common.errors import (
     ReconciliationError,
     UnknownTypeError,
     UnsupportedPathError,
+    explain,
     is_transient,
 )
 from cai_common.secrets import mask_secrets
@@ -25,6 +26,7 @@ __all__ = [
     "S3Credentials",
     "UnknownTypeError",
     "UnsupportedPathError",
+    "explain",
     "is_transient",
     "mask_secrets",
 ]

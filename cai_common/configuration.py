@@ -236,6 +236,14 @@ class S3Credentials(BaseConfig):
                 filled[key] = os.environ[env]
         return filled
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        """An S3 endpoint is an http(s) URL (schemes compared case-insensitively); `file:///etc` is not one."""
+        if value is not None and value.split("://", 1)[0].lower() not in ("http", "https"):
+            raise ValueError(f"must be an http:// or https:// URL, got `{value}`")
+        return value
+
     def endpoint(self) -> str:
         """The S3 endpoint these credentials talk to (AWS when none is set)."""
         return (self.endpoint_url or "https://s3.amazonaws.com").rstrip("/")

@@ -104,3 +104,19 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TerminalException):
         return False
     return isinstance(exc, TransientException | psycopg.OperationalError | ConnectionError | TimeoutError)
+
+
+def explain(exc: BaseException) -> str:
+    """The most telling message in an exception chain (dlt wraps the real cause two levels deep)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
+    ours = [e for e in seen if type(e).__module__.split(".")[0] in ("cai_common", "dlt_sources", "dlt_destinations")]
+    root = ours[0] if ours else seen[-1]
+    step = getattr(exc, "step", None)
+    message = str(root).strip() or type(root).__name__
+    if not ours:
+        message = f"{type(root).__name__}: {message}"
+    return f"{step} step failed: {message}" if step else message

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 
-_NAMING = SnakeCaseNaming()
+# PostgreSQL's identifier limit (63 bytes): longer names get dlt's own shortening (a hash tail), the
+# same the destination's schema applies, so the file's header and the table agree.
+_NAMING = SnakeCaseNaming(max_length=63)
 
 
 def column_names(header: list[str] | None, width: int) -> list[str]:
@@ -15,7 +17,7 @@ def column_names(header: list[str] | None, width: int) -> list[str]:
         base = _NAMING.normalize_identifier(name.strip() or f"column_{index + 1}")
         candidate, suffix = base, 2
         while candidate in names:
-            candidate, suffix = f"{base}_{suffix}", suffix + 1
+            candidate, suffix = _NAMING.normalize_identifier(f"{base}_{suffix}"), suffix + 1
         names.append(candidate)
     return names
 

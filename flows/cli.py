@@ -16,7 +16,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from cai_common import mask_secrets  # noqa: E402
+from cai_common import explain, mask_secrets  # noqa: E402
 
 app = typer.Typer(help="Run Clinical AI data connectors (dlt pipelines orchestrated by Prefect).", no_args_is_help=True)
 console = Console()
@@ -133,7 +133,7 @@ def load_csv(
         console.print(f"[red]failed[/red]: {mask_secrets(str(exc), [dsn])}")
         raise typer.Exit(1) from None
     except Exception as exc:  # a person reads this: one clear line, secrets masked
-        console.print(f"[red]failed[/red]: {mask_secrets(f'{type(exc).__name__}: {exc}', [dsn])}")
+        console.print(f"[red]failed[/red]: {mask_secrets(explain(exc), [dsn])}")
         raise typer.Exit(1) from None
     report = outcome.metrics.get("files") or []
     console.print(_table("files", report, ["file_url", "table", "rows", "status", "error"]))

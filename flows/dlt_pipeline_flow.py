@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from cai_common import ConnectorRunFailed, is_transient, mask_secrets
+from cai_common import ConnectorRunFailed, explain, is_transient, mask_secrets
 from flows import connector_config, run_records
 from flows.concurrency import limit_name, one_run_per_connector, wait_seconds
 from flows.connector_config import ConnectorConfig
@@ -66,22 +66,6 @@ def update_run_record(
 ) -> None:
     """Close the run record as `success` or `failed` (spec 4.4)."""
     run_records.update_run_record(run_id, status, rows_ingested, log_summary, metrics)
-
-
-def explain(exc: BaseException) -> str:
-    """The most telling message in an exception chain (dlt wraps the real cause two levels deep)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
-    ours = [e for e in seen if type(e).__module__.split(".")[0] in ("cai_common", "dlt_sources", "dlt_destinations")]
-    root = ours[0] if ours else seen[-1]
-    step = getattr(exc, "step", None)
-    message = str(root).strip() or type(root).__name__
-    if not ours:
-        message = f"{type(root).__name__}: {message}"
-    return f"{step} step failed: {message}" if step else message
 
 
 @task(name="run_dlt_pipeline", **_TASK_OPTIONS)

@@ -13,7 +13,8 @@ from cai_common import BaseConfig, FieldProblem
 class RestApiDestinationConfig(BaseConfig):
     """An HTTP endpoint that receives each file as multipart/form-data or a raw body."""
 
-    url: str = Field(..., pattern=r"^https?://", description="upload endpoint; may hold {file_name} / {relative_path}")
+    url: str = Field(..., pattern=r"^(?i:https?)://",
+                     description="upload endpoint; may hold {file_name} / {relative_path}")
     method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method")
     auth_type: Literal["bearer_token", "api_key", "basic"] | None = Field(None, description="authentication")
     token: SecretStr | None = Field(None, description="bearer token (auth_type bearer_token)")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -38,8 +39,26 @@ COPY_CHUNK = 8 * 1024 * 1024
 # pyarrow block size for the validation pass: measured on a 315 MB file, 1 MB blocks took 0.7 s and
 # 107 MB peak RSS; 8 MB blocks took 1.1-1.2 s and 335-391 MB (the streaming reader keeps blocks alive).
 VALIDATE_BLOCK = 1024 * 1024
+# A record longer than a block (a 10 MB clinical note) needs a larger one: each retry multiplies it,
+# up to PostgreSQL's own limit for a field (1 GB).
+LARGER_BLOCKS = (16 * 1024 * 1024, 128 * 1024 * 1024, 1100 * 1024 * 1024)
+MAX_COLUMNS = 1600
+"""PostgreSQL's limit on a table's columns."""
+
+
+def _with_block_sizes(read: Callable[[int], _T]) -> _T:
+    """Run ``read(block_size)`` with 1 MB blocks, again with larger ones while a record straddles blocks."""
+    for block in (VALIDATE_BLOCK, *LARGER_BLOCKS):
+        try:
+            return read(block)
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block == LARGER_BLOCKS[-1]:
+                raise
+    raise AssertionError("unreachable")
 
 _NAMING = SnakeCaseNaming()
+
+_T = TypeVar("_T")
 
 Progress = Callable[[int], None]
 """Called with the number of source bytes just copied."""
@@ -102,6 +121,9 @@ def stage_csv(
         except UnicodeDecodeError as exc:
             raise CsvFileError(file["file_url"], f"line 1 is not valid {options.encoding}: {exc.reason}") from exc
         names = column_names(fields if options.header else None, len(fields))
+        if len(names) > MAX_COLUMNS:
+            raise CsvFileError(file["file_url"], f"has {len(names)} columns; a PostgreSQL table holds at most "
+                                                 f"{MAX_COLUMNS}: split the file, or load only some of its columns")
         if not supports_fast_path(options):
             return _transcode(file, options, target, names, pinned or {}, progress)
         header = (options.delimiter.join(names) + "\n").encode(encoding)
@@ -155,8 +177,16 @@ def _scan(
     The first block is read with every column as text; the whole file is then read converting only
     the columns that can still widen (a column that is text stays text), plus one to count records.
     """
-    read_options = pa_csv.ReadOptions(block_size=VALIDATE_BLOCK, encoding=ENCODINGS[options.encoding],
-                                      use_threads=False)
+    try:
+        return _with_block_sizes(lambda block: _scan_blocks(path, file_url, options, names, pinned, block))
+    except pa.ArrowInvalid as exc:  # a record past PostgreSQL's 1 GB field limit
+        raise CsvFileError(file_url, _problem(exc, options)) from exc
+
+
+def _scan_blocks(
+    path: Path, file_url: str, options: CsvOptions, names: list[str], pinned: dict[str, str], block: int
+) -> tuple[int, dict[str, str]]:
+    read_options = pa_csv.ReadOptions(block_size=block, encoding=ENCODINGS[options.encoding], use_threads=False)
     bad_rows: list[str] = []
 
     def on_invalid(row: pa_csv.InvalidRow) -> str:
@@ -192,6 +222,8 @@ def _scan(
             if matching is not None:
                 matching.result()
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if "straddl" in str(exc):
+            raise
         if bad_rows:
             line = _line_of(path, bad_rows[0])
             where = f"line {line}" if line else "a record"
@@ -214,7 +246,17 @@ def _transcode(
     progress: Progress | None,
 ) -> StagedCsv:
     """Rewrite a dialect COPY cannot read as psql's CSV (UTF-8, `,`, `"`), typing columns on the way."""
-    read_options = pa_csv.ReadOptions(block_size=VALIDATE_BLOCK, encoding=ENCODINGS[options.encoding],
+    try:
+        return _with_block_sizes(lambda block: _transcode_blocks(file, options, target, names, pinned, progress, block))
+    except pa.ArrowInvalid as exc:  # a record past PostgreSQL's 1 GB field limit
+        raise CsvFileError(file["file_url"], _problem(exc, options)) from exc
+
+
+def _transcode_blocks(
+    file: FileItemDict, options: CsvOptions, target: Path, names: list[str], pinned: dict[str, str],
+    progress: Progress | None, block: int,
+) -> StagedCsv:
+    read_options = pa_csv.ReadOptions(block_size=block, encoding=ENCODINGS[options.encoding],
                                       column_names=names, skip_rows=1 if options.header else 0, use_threads=False)
     parse_options = pa_csv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote_char,
                                         newlines_in_values=True)
@@ -233,6 +275,8 @@ def _transcode(
                     progress(batch.nbytes)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         target.unlink(missing_ok=True)
+        if "straddl" in str(exc):
+            raise
         raise CsvFileError(file["file_url"], _problem(exc, options)) from exc
     except BaseException:
         target.unlink(missing_ok=True)

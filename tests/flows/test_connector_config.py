@@ -185,3 +185,14 @@ def test_rest_headers_are_secrets_everywhere() -> None:
         RestApiDestinationConfig.parse({"url": "https://api.example/upload", "headers": "Bearer tok-abc-123"},
                                        connector_id=3, side="destination")
     assert "tok-abc-123" not in str(caught.value) and "destination `headers` must be" in str(caught.value)
+
+
+def test_url_schemes_are_case_insensitive_and_s3_endpoints_only_http() -> None:
+    from dlt_destinations.rest_api import RestApiDestinationConfig
+
+    assert RestApiDestinationConfig.parse({"url": "HTTPS://api.example/upload"}, connector_id=5,
+                                          side="destination").url == "HTTPS://api.example/upload"
+    with pytest.raises(ConnectorConfigError) as caught:
+        S3SourceConfig.parse({"bucket": "b", "endpoint_url": "file:///etc"}, connector_id=5, side="source")
+    assert str(caught.value) == ("connector 5: source `endpoint_url` must be an http:// or https:// URL, "
+                                 "got `file:///etc`")

@@ -114,3 +114,25 @@ def test_column_options_pin_types_and_a_bad_one_is_one_clear_line(
                    "--column", option)
         assert bad.returncode == 1 and problem in bad.stdout, bad.stdout + bad.stderr
         assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_csv_edge_cases_load_or_fail_in_one_line(config_store: str, tmp_path: Path, schema_name: str) -> None:
+    """Long headers sharing a prefix, a 10 MB field (psql loads it), and 2,000 columns (PostgreSQL holds 1,600)."""
+    prefix = "a" * 70
+    (tmp_path / "long.csv").write_text(f"{prefix}_first,{prefix}_second\n1,2\n")
+    note = "x" * (10 * 1024 * 1024)
+    (tmp_path / "note.csv").write_text(f'id,note\n1,"{note}"\n2,short\n')
+    for name in ("long", "note"):
+        done = _cai("load-csv", str(tmp_path / f"{name}.csv"), "--to", config_store, "--schema", schema_name)
+        assert done.returncode == 0, done.stdout + done.stderr
+    with psycopg.connect(config_store) as conn:
+        assert conn.execute(f'SELECT length(note) FROM "{schema_name}".note ORDER BY id').fetchall() == [
+            (len(note),), (5,)]
+        columns = conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
+                               "AND table_name = 'long'", (schema_name,)).fetchone()
+    assert columns == (2,)
+    (tmp_path / "wide.csv").write_text(",".join(f"c{i}" for i in range(2000)) + "\n" + "1," * 1999 + "1\n")
+    wide = _cai("load-csv", str(tmp_path / "wide.csv"), "--to", config_store, "--schema", schema_name)
+    assert wide.returncode == 1
+    assert "wide.csv`: has 2000 columns; a PostgreSQL table holds at most 1600" in " ".join(wide.stdout.split())
+    assert "Traceback" not in wide.stdout + wide.stderr
