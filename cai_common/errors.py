@@ -112,7 +112,8 @@ def explain(exc: BaseException) -> str:
     current: BaseException | None = exc
     while current is not None and current not in seen:
         seen.append(current)
-        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
+        context = None if current.__suppress_context__ else current.__context__  # `raise ... from None`
+        current = getattr(current, "exception", None) or current.__cause__ or context
     ours = [e for e in seen if type(e).__module__.split(".")[0] in ("cai_common", "dlt_sources", "dlt_destinations")]
     root = ours[0] if ours else seen[-1]
     step = getattr(exc, "step", None)

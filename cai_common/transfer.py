@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import posixpath
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -107,9 +109,46 @@ def _sha256_of(fs: AbstractFileSystem, path: str) -> str:
     return digest.hexdigest()
 
 
+def temp_name(final_path: str) -> str:
+    """The hidden name a file is written under before it is renamed into place."""
+    parent = posixpath.dirname(final_path)
+    return f"{parent}/.{posixpath.basename(final_path)}.{uuid.uuid4().hex}.tmp"
+
+
+def remove_debris(fs: AbstractFileSystem, final_path: str) -> list[str]:
+    """Remove temp files an earlier, dropped session left for ``final_path`` (`.<name>.<32 hex>.tmp`)."""
+    parent, name = posixpath.dirname(final_path), posixpath.basename(final_path)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp$")
+    try:
+        siblings = fs.ls(parent, detail=False) if fs.isdir(parent) else []
+    except FileNotFoundError:
+        return []
+    removed = []
+    for path in siblings:
+        if pattern.match(posixpath.basename(str(path).rstrip("/"))):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(path)
+                removed.append(str(path))
+    return removed
+
+
+def _remove_partial(fs: AbstractFileSystem, path: str, reopen: Callable[[], AbstractFileSystem] | None) -> None:
+    """Remove what a failed write left at ``path``; over a fresh connection when the first one dropped."""
+    connections: list[Callable[[], AbstractFileSystem]] = [lambda: fs, *([reopen] if reopen else [])]
+    for connect in connections:
+        try:
+            current = connect()
+            if current.exists(path):
+                current.rm(path)
+            return
+        except Exception:  # the session is gone: try a new one; temp names left are removed next run
+            continue
+
+
 def transfer_file(
     src_fs: AbstractFileSystem, src_path: str, dst_fs: AbstractFileSystem, final_path: str, *,
     verify: Literal["hash", "size"] = "hash", part_size: int = PART_SIZE, atomic_rename: bool = True,
+    reopen: Callable[[], AbstractFileSystem] | None = None,
 ) -> Transferred:
     """Copy ``src_path`` to ``final_path``; on any failure nothing is left under the final name.
 
@@ -118,6 +157,8 @@ def transfer_file(
         part_size: multipart part size on S3.
         atomic_rename: write to a temp name and rename (folders, SFTP); False writes in place for
             servers that cannot rename.
+        reopen: a new connection to the destination, to remove a partial file when the session
+            that wrote it dropped.
 
     Raises:
         VerificationError: the destination's size or hash differs (the copy is removed).
@@ -134,7 +175,9 @@ def transfer_file(
             raise VerificationError(f"`{final_path}`: server-side copy holds {stored} bytes of {expected}")
         return Transferred(stored, None, "size (server-side copy)")
     rename = atomic_rename and not is_object_store(dst_fs)
-    target = f"{parent}/.{posixpath.basename(final_path)}.{uuid.uuid4().hex}.tmp" if rename else final_path
+    if not is_object_store(dst_fs):
+        remove_debris(dst_fs, final_path)
+    target = temp_name(final_path) if rename else final_path
     digest = hashlib.sha256()
     size = 0
     out = dst_fs.open(target, "wb", block_size=part_size) if is_object_store(dst_fs) else dst_fs.open(target, "wb")
@@ -165,7 +208,7 @@ def transfer_file(
             else:
                 with contextlib.suppress(Exception):  # the temp name is removed just below
                     out.close()
-        if dst_fs.exists(target):
-            dst_fs.rm(target)
+        if not is_object_store(dst_fs):
+            _remove_partial(dst_fs, target, reopen)
         raise
     return Transferred(size, digest.hexdigest(), verify)

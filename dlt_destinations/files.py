@@ -81,6 +81,8 @@ class FilesystemTarget:
     verify: Literal["hash", "size"] = "hash"
     part_size: int = PART_SIZE
     atomic_rename: bool = True
+    reopen: Callable[[], AbstractFileSystem] | None = None
+    """A new connection to the destination (removing a dropped session's partial file)."""
 
     def location(self) -> str:
         return str(self.fs.unstrip_protocol(self.root))
@@ -90,7 +92,7 @@ class FilesystemTarget:
 
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
         done = transfer_file(src_fs, file_url, self.fs, safe_join(self.root, relative_path), verify=self.verify,
-                             part_size=self.part_size, atomic_rename=self.atomic_rename)
+                             part_size=self.part_size, atomic_rename=self.atomic_rename, reopen=self.reopen)
         return {"bytes": done.bytes, "sha256": done.sha256, "verified": done.verified}
 
 

@@ -47,7 +47,8 @@ def _transfer_target(connector: ConnectorConfig, verify: Literal["hash", "size"]
         return "rest_api", RestTarget(connector.destination, requests.Session())
     name, fs, root, options = file_target(connector)
     return name, FilesystemTarget(fs, root, verify, options.get("part_size") or PART_SIZE,
-                                  getattr(connector.destination, "atomic_rename", True))
+                                  getattr(connector.destination, "atomic_rename", True),
+                                  reopen=lambda: file_target(connector)[1])
 
 
 def files_transfer(connector: ConnectorConfig) -> PathOutcome:

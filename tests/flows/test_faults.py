@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -215,3 +216,94 @@ def test_secrets_a_server_echoes_back_appear_nowhere(
     prefect_db = Path(prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
     assert _files_holding(prefect_db, secrets) == []  # flow and task logs, artifacts, states
     assert _files_holding(Path(os.environ["CAI_PIPELINES_DIR"]), secrets) == []
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback that cuts its first connection after `cut_after` bytes went upstream
+    (a link dropped mid-transfer); later connections pass untouched."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port, self.cut_after, self.connections = upstream_port, cut_after, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            budget = [self.cut_after if self.connections == 1 else None]
+            for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, budget if counted else [None], (client, upstream)),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any, budget: list[int | None], both: tuple[Any, Any]) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                if budget[0] is not None:
+                    budget[0] -= len(data)
+                    if budget[0] < 0:
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in both:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("atomic_rename", [True, False])
+def test_an_sftp_link_cut_mid_file_leaves_nothing_and_the_source(
+    make_connector: Callable[..., int], incoming: Path, sftp_server: dict[str, Any], tmp_path: Path,
+    atomic_rename: bool,
+) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    (incoming / "scan.bin").write_bytes(data)
+    proxy = CuttingProxy(sftp_server["port"], cut_after=1024 * 1024)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
+    folder = f"cut-{atomic_rename}-{tmp_path.name}"
+    try:
+        connector_id = make_connector(
+            "filesystem", {"path": str(incoming), "transfer": "move"},
+            "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
+                     "path": f"/{folder}", "known_hosts": str(known_hosts), "atomic_rename": atomic_rename})
+        with pytest.raises(ConnectorRunFailed):
+            run_connector_pipeline(connector_id)
+    finally:
+        proxy.close()
+    assert (incoming / "scan.bin").read_bytes() == data  # the source stays
+    landed = sftp_server["root"] / folder
+    assert not landed.exists() or [p.name for p in landed.iterdir()] == []  # no partial file, no temp file
+
+
+def test_temp_files_of_a_dropped_session_are_removed_by_the_next_run(
+    make_connector: Callable[..., int], incoming: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".labs.csv.{'ab' * 16}.tmp"
+    stale.write_bytes(b"half a file")
+    unrelated = out / ".notes.keep.tmp"
+    unrelated.write_bytes(b"not ours")
+    (incoming / "labs.csv").write_bytes(b"id\n1\n")
+    connector_id = make_connector("filesystem", {"path": str(incoming)}, "nfs", {"path": str(out)})
+    run_connector_pipeline(connector_id)
+    assert sorted(p.name for p in out.iterdir()) == [".notes.keep.tmp", "labs.csv"]
