@@ -219,6 +219,9 @@ class S3Credentials(BaseConfig):
     aws_secret_access_key: SecretStr | None = Field(None, description="secret key (env MINIO_SECRET_KEY)")
     endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://minio:9000 (env MINIO_ENDPOINT)")
     region_name: str | None = Field(None, description="region; MinIO ignores it")
+    connect_timeout: float = Field(10.0, gt=0, le=600, description="seconds to wait for a connection to the endpoint")
+    read_timeout: float = Field(60.0, gt=0, le=3600, description="seconds to wait for an answer (per read)")
+    attempts: int = Field(3, ge=1, le=10, description="tries of each request on connection errors and 5xx")
 
     @model_validator(mode="before")
     @classmethod
@@ -262,4 +265,9 @@ class S3Credentials(BaseConfig):
             client_kwargs["region_name"] = self.region_name
         if client_kwargs:
             options["client_kwargs"] = client_kwargs
+        # Every request is bounded: a link that goes silent fails the file after attempts x timeouts
+        # instead of holding the worker; s3fs's own retry loop is left to botocore's.
+        options["config_kwargs"] = {"connect_timeout": self.connect_timeout, "read_timeout": self.read_timeout,
+                                    "retries": {"max_attempts": self.attempts, "mode": "standard"}}
+        options["retries"] = 1
         return options

@@ -219,14 +219,18 @@ def test_secrets_a_server_echoes_back_appear_nowhere(
 
 
 class CuttingProxy:
-    """A TCP proxy on loopback that cuts its first connection after `cut_after` bytes went upstream
-    (a link dropped mid-transfer); later connections pass untouched."""
+    """A TCP proxy on loopback that breaks the link after `cut_after` bytes went upstream on its first
+    connection. `blackhole=False`: that connection is closed (a reset), later ones pass untouched.
+    `blackhole=True`: the link goes silent, as when a route or a NAT entry dies: nothing more is
+    forwarded and nothing closed, on that connection and every later one."""
 
-    def __init__(self, upstream_port: int, cut_after: int) -> None:
+    def __init__(self, upstream_port: int, cut_after: int, blackhole: bool = False) -> None:
         import socket
         import threading
 
-        self.upstream_port, self.cut_after, self.connections = upstream_port, cut_after, 0
+        self.upstream_port, self.cut_after, self.blackhole, self.connections = upstream_port, cut_after, blackhole, 0
+        self.cut = threading.Event()
+        self.held: list[Any] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -241,25 +245,34 @@ class CuttingProxy:
             except OSError:
                 return
             self.connections += 1
+            if self.blackhole and self.cut.is_set():
+                self.held.append(client)  # accepted, never answered
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             budget = [self.cut_after if self.connections == 1 else None]
             for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pump, args=(src, dst, budget if counted else [None], (client, upstream)),
                                  daemon=True).start()
 
-    @staticmethod
-    def _pump(src: Any, dst: Any, budget: list[int | None], both: tuple[Any, Any]) -> None:
+    def _pump(self, src: Any, dst: Any, budget: list[int | None], both: tuple[Any, Any]) -> None:
         import socket
 
         try:
             while data := src.recv(65536):
+                if self.blackhole and self.cut.is_set():
+                    continue  # swallowed: the link is silent
                 if budget[0] is not None:
                     budget[0] -= len(data)
                     if budget[0] < 0:
+                        self.cut.set()
+                        if self.blackhole:
+                            continue
                         break
                 dst.sendall(data)
         except OSError:
             pass
+        if self.blackhole and self.cut.is_set():
+            return
         for sock in both:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -267,6 +280,8 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.listener.close()
+        for sock in self.held:
+            sock.close()
 
 
 @pytest.mark.parametrize("atomic_rename", [True, False])
@@ -307,3 +322,34 @@ def test_temp_files_of_a_dropped_session_are_removed_by_the_next_run(
     connector_id = make_connector("filesystem", {"path": str(incoming)}, "nfs", {"path": str(out)})
     run_connector_pipeline(connector_id)
     assert sorted(p.name for p in out.iterdir()) == [".notes.keep.tmp", "labs.csv"]
+
+
+def test_an_s3_link_cut_mid_upload_fails_the_process_promptly(
+    make_connector: Callable[..., int], incoming: Path, s3_bucket: dict[str, Any], prefect_api: str,
+    config_store: str,
+) -> None:
+    """The run closes its record as failed and the process exits (a hung one would hold a worker slot)."""
+    import time
+
+    from tests.flows.test_cli import CAI
+
+    data = os.urandom(12 * 1024 * 1024)  # three 5 MB parts
+    (incoming / "scan.bin").write_bytes(data)
+    moto_port = int(s3_bucket["credentials"]["endpoint_url"].rsplit(":", 1)[1])
+    proxy = CuttingProxy(moto_port, cut_after=7 * 1024 * 1024, blackhole=True)
+    credentials = {**s3_bucket["credentials"], "endpoint_url": f"http://127.0.0.1:{proxy.port}",
+                   "connect_timeout": 3, "read_timeout": 5}
+    connector_id = make_connector("filesystem", {"path": str(incoming)},
+                                  "s3", {"bucket": s3_bucket["bucket"], "prefix": "cut", "chunk_size_mb": 5,
+                                         **credentials})
+    env = {**os.environ, "DATABASE_URL": config_store, "PREFECT_API_URL": prefect_api, "COLUMNS": "250"}
+    started = time.monotonic()
+    try:
+        done = subprocess.run([CAI, "run", str(connector_id)], env=env, capture_output=True, text=True, timeout=240,
+                              check=False)
+    finally:
+        proxy.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert time.monotonic() - started < 150
+    assert (incoming / "scan.bin").read_bytes() == data
+    assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/cut/scan.bin")
