@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -212,6 +214,29 @@ def _with_dummy_password(url: str) -> str:
     return f"{scheme}://{user}:x@{host_part or 'localhost'}{slash}{tail}"
 
 
+def _without_expect_continue(request: Any, **_: Any) -> None:
+    """botocore asks for `Expect: 100-continue` on uploads, and aiohttp waits for the `100 Continue`
+    with no timeout: a server (or a dead link) that never answers holds the upload, and the worker, for
+    ever. Without it the body goes at once and the read timeout bounds the wait for the answer."""
+    request.headers.pop("Expect", None)
+
+
+@dataclass(frozen=True)
+class BoundedSockets:
+    """An aiohttp socket factory: TCP keepalive, and TCP_USER_TIMEOUT (Linux) so a send that the peer
+    never acknowledges fails after ``seconds`` instead of the kernel's default of about 15 minutes."""
+
+    seconds: float
+
+    def __call__(self, addr_info: Any) -> socket.socket:
+        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.seconds * 1000))
+        return sock
+
+
 class S3Credentials(BaseConfig):
     """Access to an S3 or MinIO endpoint; MINIO_* environment variables fill what a config leaves out."""
 
@@ -251,6 +276,21 @@ class S3Credentials(BaseConfig):
         """The S3 endpoint these credentials talk to (AWS when none is set)."""
         return (self.endpoint_url or "https://s3.amazonaws.com").rstrip("/")
 
+    def filesystem(self, **extra: Any) -> Any:
+        """An s3fs filesystem for these credentials, never cached, every request bounded.
+
+        botocore retries each request `attempts` times within the timeouts; s3fs's own retry loop
+        (5 tries by default, around botocore's) would multiply that, so it makes one.
+        """
+        import fsspec
+        from aiobotocore.session import AioSession
+
+        session = AioSession()
+        session.register("before-send.s3", _without_expect_continue)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, session=session, **self.storage_options(), **extra)
+        fs.retries = 1
+        return fs
+
     def storage_options(self) -> dict[str, Any]:
         """Keyword arguments for ``s3fs.S3FileSystem`` (contains the secret: never log it)."""
         options: dict[str, Any] = {}
@@ -266,8 +306,10 @@ class S3Credentials(BaseConfig):
         if client_kwargs:
             options["client_kwargs"] = client_kwargs
         # Every request is bounded: a link that goes silent fails the file after attempts x timeouts
-        # instead of holding the worker; s3fs's own retry loop is left to botocore's.
+        # instead of holding the worker. The read timeout covers waiting for an answer; a send into a
+        # dead route is bounded by the kernel (TCP_USER_TIMEOUT: unacknowledged data for that long
+        # closes the connection), which no HTTP-level timeout reaches.
         options["config_kwargs"] = {"connect_timeout": self.connect_timeout, "read_timeout": self.read_timeout,
-                                    "retries": {"max_attempts": self.attempts, "mode": "standard"}}
-        options["retries"] = 1
+                                    "retries": {"max_attempts": self.attempts, "mode": "standard"},
+                                    "connector_args": {"socket_factory": BoundedSockets(self.read_timeout)}}
         return options

@@ -203,8 +203,14 @@ def transfer_file(
     except BaseException:
         if not out.closed:
             if is_object_store(dst_fs):
-                out.discard()  # aborts the multipart upload: nothing is committed
-                out.closed = True
+                try:
+                    out.discard()  # aborts the multipart upload: nothing is committed
+                except Exception:  # the endpoint is gone too: S3 expires the upload by its lifecycle rules
+                    pass
+                finally:
+                    # Never flushed again: an unclosed S3 file uploads its buffer when garbage-collected,
+                    # at interpreter exit too, where a dead link would hold the process for good.
+                    out.closed = True
             else:
                 with contextlib.suppress(Exception):  # the temp name is removed just below
                     out.close()

@@ -24,7 +24,7 @@ def file_target(connector: ConnectorConfig) -> tuple[str, AbstractFileSystem, st
         return "sftp", open_sftp(target), target.path.rstrip("/") or "/", {}
     assert isinstance(target, S3DestinationConfig)
     # fixed_upload_size: every multipart part is exactly `chunk_size_mb` (the last one smaller)
-    fs = fsspec.filesystem("s3", skip_instance_cache=True, fixed_upload_size=True, **target.storage_options())
+    fs = target.filesystem(fixed_upload_size=True)
     root = f"{target.bucket}/{target.prefix.strip('/')}".rstrip("/")
     # The spec's rule (6.2): multipart above 25 MB, in parts of `chunk_size_mb`.
     return "s3", fs, root, {"part_size": target.chunk_size_mb * 1024 * 1024, "multipart_above": 25 * 1024 * 1024}

@@ -6,7 +6,6 @@ holds only what moves bytes.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,11 +32,10 @@ from flows.metrics import load_metrics
 from flows.pipelines import (
     PathOutcome,
     adopt_legacy_ledger,
-    files_ledger,
-    forget_files,
     legacy_name,
     pipeline_name_for,
     pipelines_dir,
+    remember_files,
 )
 
 
@@ -71,9 +69,12 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
         dataset_name="transfers",
     )
     pipeline.sync_destination()
+    if pipeline.has_pending_data:
+        # A run that died left manifests of files it may have sent already: listing the source again
+        # is the truth (a moved file is gone from it, the rest is sent now), so its package is dropped.
+        pipeline.drop_pending_packages()
     if copy_mode:  # the ledger an earlier version kept under `connector_<id>` for this kind of destination
         adopt_legacy_ledger(pipeline, legacy_name(connector), MANIFESTS, legacy_destination=name)
-    before = copy.deepcopy(files_ledger(pipeline.state, MANIFESTS) or {})
     resource = file_manifests(source.bucket_url(), source.file_pattern, fs=src_fs, report=report,
                               skip_unchanged=copy_mode and not source.full_refresh)
     extract_info = pipeline.extract(resource)
@@ -81,8 +82,9 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     load_info = pipeline.load(raise_on_failed_jobs=True)
     metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
     failed = [r for r in results if r["status"] == "failed"]
-    if failed and copy_mode:  # a file that did not arrive is retried next run
-        forget_files(pipeline, [r["file_url"] for r in failed], before, MANIFESTS)
+    if copy_mode:  # only what arrived, verified, is never sent again
+        remember_files(pipeline, {r["file_url"]: report.stamps[r["file_url"]] for r in results
+                                  if r["status"] == "copied"}, MANIFESTS)
     metrics.update(files=results, files_unchanged=report.unchanged,
                    bytes_written=sum(r["bytes"] for r in results))
     done = len(results) - len(failed)

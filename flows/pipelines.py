@@ -108,10 +108,22 @@ def adopt_legacy_ledger(pipeline: Pipeline, legacy: str, resource: str = RESOURC
     if not ledger:
         return 0
     # Saved locally; the next extract carries it to the destination with the run's own changes.
-    with pipeline.managed_state() as state:
-        source = state.setdefault("sources", {}).setdefault(pipeline.default_schema_name or pipeline.pipeline_name, {})
-        source.setdefault("resources", {}).setdefault(resource, {})[LEDGER_KEY] = dict(ledger)
+    remember_files(pipeline, dict(ledger), resource)
     return len(ledger)
+
+
+def remember_files(pipeline: Pipeline, stamps: dict[str, Any], resource: str = RESOURCE_NAME) -> None:
+    """Add files (URL -> stamp) to the pipeline's ledger and save the state (locally; the next load
+    package carries it to a destination that keeps state)."""
+    if not stamps:
+        return
+    with pipeline.managed_state() as state:
+        ledger = files_ledger(state, resource)
+        if ledger is None:
+            source = state.setdefault("sources", {}).setdefault(pipeline.default_schema_name or pipeline.pipeline_name,
+                                                                 {})
+            ledger = source.setdefault("resources", {}).setdefault(resource, {}).setdefault(LEDGER_KEY, {})
+        ledger.update(stamps)
 
 
 def files_ledger(state: Any, resource: str = RESOURCE_NAME) -> dict[str, Any] | None:

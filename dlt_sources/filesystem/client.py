@@ -12,7 +12,7 @@ from dlt_sources.filesystem.configuration import FilesystemSourceConfig, S3Sourc
 def open_filesystem(config: FilesystemSourceConfig | S3SourceConfig) -> AbstractFileSystem:
     """A filesystem carrying the source's credentials; listings are not cached between runs."""
     if isinstance(config, S3SourceConfig):
-        return fsspec.filesystem("s3", skip_instance_cache=True, **config.storage_options())
+        return config.filesystem()
     return fsspec.filesystem("file")
 
 

@@ -2,7 +2,9 @@
 
 In copy mode the manifests of files already transferred unchanged are left out (the same ledger in
 dlt's resource state as CSV loading), so a re-run sends nothing twice. Move mode needs no ledger:
-a moved file is gone from the source.
+a moved file is gone from the source. The ledger is only read here: a file enters it once its copy
+was delivered and verified (`flows.pipelines.remember_files`), so a run that dies between listing
+and delivering leaves nothing marked as sent.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ def file_manifests(
             if skip_unchanged and ledger.get(file["file_url"]) == version:
                 report.unchanged += 1
                 continue
-            if skip_unchanged:
-                report.stamps[file["file_url"]] = ledger[file["file_url"]] = version
+            report.stamps[file["file_url"]] = version
             yield {"file_url": file["file_url"], "relative_path": file["relative_path"],
                    "size": file["size_in_bytes"], "modified": version["modified"]}
 

@@ -219,10 +219,10 @@ def test_secrets_a_server_echoes_back_appear_nowhere(
 
 
 class CuttingProxy:
-    """A TCP proxy on loopback that breaks the link after `cut_after` bytes went upstream on its first
-    connection. `blackhole=False`: that connection is closed (a reset), later ones pass untouched.
-    `blackhole=True`: the link goes silent, as when a route or a NAT entry dies: nothing more is
-    forwarded and nothing closed, on that connection and every later one."""
+    """A TCP proxy on loopback that breaks the link after `cut_after` bytes went upstream.
+    `blackhole=False`: the first connection is closed after that many of its bytes (a reset), later
+    ones pass untouched. `blackhole=True`: after that many bytes over all connections the link goes
+    silent, as when a route or a NAT entry dies: nothing more is forwarded and nothing closed."""
 
     def __init__(self, upstream_port: int, cut_after: int, blackhole: bool = False) -> None:
         import socket
@@ -231,6 +231,7 @@ class CuttingProxy:
         self.upstream_port, self.cut_after, self.blackhole, self.connections = upstream_port, cut_after, blackhole, 0
         self.cut = threading.Event()
         self.held: list[Any] = []
+        self.shared: list[int | None] = [cut_after]
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -246,13 +247,21 @@ class CuttingProxy:
                 return
             self.connections += 1
             if self.blackhole and self.cut.is_set():
-                self.held.append(client)  # accepted, never answered
+                self.held.append(client)  # accepted, read, never answered
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            budget = [self.cut_after if self.connections == 1 else None]
+            # blackhole: one budget for the link, whichever connection uses it
+            budget = self.shared if self.blackhole else [self.cut_after if self.connections == 1 else None]
             for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
                 threading.Thread(target=self._pump, args=(src, dst, budget if counted else [None], (client, upstream)),
                                  daemon=True).start()
+
+    @staticmethod
+    def _swallow(sock: Any) -> None:
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
 
     def _pump(self, src: Any, dst: Any, budget: list[int | None], both: tuple[Any, Any]) -> None:
         import socket
@@ -349,7 +358,39 @@ def test_an_s3_link_cut_mid_upload_fails_the_process_promptly(
                               check=False)
     finally:
         proxy.close()
+    assert proxy.cut.is_set(), done.stdout  # the link did go silent mid-upload
     assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed run" in done.stdout and "timeout" in done.stdout.lower(), done.stdout
     assert time.monotonic() - started < 150
     assert (incoming / "scan.bin").read_bytes() == data
     assert not s3_bucket["fs"].exists(f"{s3_bucket['bucket']}/cut/scan.bin")
+
+
+@pytest.mark.parametrize("transfer", ["move", "copy"])
+def test_the_run_after_a_crash_reports_the_truth_and_delivers_everything_once(
+    make_connector: Callable[..., int], incoming: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    transfer: str,
+) -> None:
+    """A run dies after listing its files and before delivering them (a worker killed between dlt's
+    normalize and load): its pending package and ledger must not fail, skip or duplicate the next run."""
+    from dlt.pipeline.pipeline import Pipeline
+
+    files = {"a.csv": b"id\n1\n", "b.csv": b"id\n2\n"}
+    for name, data in files.items():
+        (incoming / name).write_bytes(data)
+    out = tmp_path / "out"
+    connector_id = make_connector("filesystem", {"path": str(incoming), "transfer": transfer}, "nfs",
+                                  {"path": str(out)})
+    with monkeypatch.context() as crash:
+        def killed(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+            raise SystemExit("worker killed")  # nothing after this line of the dead run ever runs
+
+        crash.setattr(Pipeline, "load", killed)
+        with pytest.raises(BaseException):  # noqa: B017 - whatever the dying process raised
+            run_connector_pipeline(connector_id)
+    assert not out.exists()
+    result = run_connector_pipeline(connector_id)
+    verb = "moved" if transfer == "move" else "copied"
+    assert f"{verb} 2 of 2 file(s)" in result["log_summary"], result["log_summary"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    assert sorted(p.name for p in incoming.iterdir()) == ([] if transfer == "move" else sorted(files))
