@@ -116,9 +116,11 @@ def test_minio_env_vars_fill_what_the_config_leaves_out(monkeypatch: pytest.Monk
     monkeypatch.setenv("MINIO_SECRET_KEY", "env-secret")
     from_env = S3SourceConfig.parse({"bucket": "in"}, connector_id=1, side="source")
     assert from_env.endpoint_url == "http://minio.internal:9000"
-    assert from_env.storage_options() == {
+    options = from_env.storage_options()
+    assert {k: options[k] for k in ("key", "secret", "client_kwargs")} == {
         "key": "env-key", "secret": "env-secret", "client_kwargs": {"endpoint_url": "http://minio.internal:9000"}
     }
+    assert (options["config_kwargs"]["connect_timeout"], options["config_kwargs"]["read_timeout"]) == (10.0, 60.0)
     explicit = S3SourceConfig.parse(
         {"bucket": "in", "aws_access_key_id": "cfg-key", "endpoint_url": "http://s3.other"}, connector_id=1,
         side="source",
