@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import errno
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from dlt.common.exceptions import TerminalValueError
@@ -68,6 +71,31 @@ class ReconciliationError(TerminalValueError):
                          f"({rows_written}) disagree")
 
 
+class DiskFull(OSError):
+    """The worker's disk filled up while writing a file of the run (staging, an export)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(errno.ENOSPC, f"no space left on device writing `{path}`: free space there, or point "
+                                       "CAI_PIPELINES_DIR at a larger disk")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextmanager
+def disk_full_named(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn ENOSPC while writing ``path`` into DiskFull naming it (and remove the partial file)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or isinstance(exc, DiskFull):
+            raise
+        with suppress(OSError):
+            os.unlink(path)
+        raise DiskFull(str(path)) from exc
+
+
 class UnsupportedPathError(ConnectorError, TerminalValueError):
     """A valid source and a valid destination that no data path joins (yet)."""
 
@@ -115,7 +143,9 @@ def explain(exc: BaseException) -> str:
         context = None if current.__suppress_context__ else current.__context__  # `raise ... from None`
         current = getattr(current, "exception", None) or current.__cause__ or context
     ours = [e for e in seen if type(e).__module__.split(".")[0] in ("cai_common", "dlt_sources", "dlt_destinations")]
-    root = ours[0] if ours else seen[-1]
+    # A generator's StopIteration can end a chain: it explains nothing.
+    telling = [e for e in seen if not isinstance(e, StopIteration | GeneratorExit)] or seen
+    root = ours[0] if ours else telling[-1]
     step = getattr(exc, "step", None)
     message = str(root).strip() or type(root).__name__
     if not ours:

@@ -28,6 +28,7 @@ import pyarrow.csv as pa_csv
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 
+from cai_common.errors import disk_full_named
 from cai_common.naming import column_names
 from dlt_sources.filesystem.configuration import CsvOptions
 from dlt_sources.filesystem.inference import ColumnTypes
@@ -131,7 +132,7 @@ def stage_csv(
             if progress:
                 progress(max(0, int(file["size_in_bytes"] or 0) - len(first)))
         else:
-            with open(target, "wb") as out:
+            with disk_full_named(target), open(target, "wb") as out:
                 out.write(header)
                 if not options.header:
                     out.write(first)
@@ -247,7 +248,9 @@ def _transcode(
 ) -> StagedCsv:
     """Rewrite a dialect COPY cannot read as psql's CSV (UTF-8, `,`, `"`), typing columns on the way."""
     try:
-        return _with_block_sizes(lambda block: _transcode_blocks(file, options, target, names, pinned, progress, block))
+        with disk_full_named(target):
+            return _with_block_sizes(lambda block: _transcode_blocks(file, options, target, names, pinned, progress,
+                                                                     block))
     except pa.ArrowInvalid as exc:  # a record past PostgreSQL's 1 GB field limit
         raise CsvFileError(file["file_url"], _problem(exc, options)) from exc
 

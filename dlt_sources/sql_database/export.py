@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cai_common import ConnectorConfigError
+from cai_common.errors import disk_full_named
 from cai_common.files import UnsafePathError, safe_join
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.guard import ensure_read_only_query, statement_text
@@ -78,7 +79,7 @@ def export_csv(
         conn = psycopg2.connect(config.dsn(), connect_timeout=30)
         try:
             conn.set_session(readonly=True)
-            with conn.cursor() as cursor, open(path, "wb", buffering=COPY_BUFFER) as out:
+            with disk_full_named(path), conn.cursor() as cursor, open(path, "wb", buffering=COPY_BUFFER) as out:
                 cursor.execute(LOGIN_POWERS)
                 superuser_check(cursor.fetchone(), config, connector_id)
                 if header:

@@ -394,3 +394,32 @@ def test_the_run_after_a_crash_reports_the_truth_and_delivers_everything_once(
     assert f"{verb} 2 of 2 file(s)" in result["log_summary"], result["log_summary"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
     assert sorted(p.name for p in incoming.iterdir()) == ([] if transfer == "move" else sorted(files))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Any:
+    """A 1 MB tmpfs: a disk that fills up (mounting needs root, which CI has; elsewhere this fails loudly)."""
+    assert os.geteuid() == 0, "mounting a tmpfs for the full-disk test needs root"
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_says_no_space_left_with_the_path_and_leaves_no_partial_file(
+    config_store: str, schema_name: str, tmp_path: Path, tiny_disk: Path,
+) -> None:
+    from tests.flows.test_cli import CAI
+
+    csv_file = tmp_path / "visits.csv"
+    csv_file.write_text("id,note\n" + "".join(f"{i},some clinical text\n" for i in range(100_000)))  # ~2.4 MB
+    env = {**os.environ, "CAI_PIPELINES_DIR": str(tiny_disk), "COLUMNS": "400"}
+    done = subprocess.run([CAI, "load-csv", str(csv_file), "--to", config_store, "--schema", schema_name],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert f"no space left on device writing `{tiny_disk}/" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and "StopIteration" not in done.stdout
+    assert not list(tiny_disk.rglob("*.csv"))  # the partial staging file is gone
