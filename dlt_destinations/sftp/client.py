@@ -164,7 +164,11 @@ def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
         "port": config.port,
         "username": config.username,
         "known_hosts": str(known_hosts) if known_hosts.exists() else [],
-        "connect_timeout": 30,
+        "connect_timeout": config.connect_timeout,
+        # A dead link (no RST, packets lost) would block a write for the kernel's ~15 minutes:
+        # keepalives without an answer close the connection after 4 intervals.
+        "keepalive_interval": config.keepalive_seconds,
+        "keepalive_count_max": 4,
         "skip_instance_cache": True,
     }
     if config.password is not None:

@@ -23,6 +23,11 @@ class SftpDestinationConfig(BaseConfig):
         "reject", description="unknown host keys: refuse, or trust on first use"
     )
     atomic_rename: bool = Field(True, description="write to a temp name then rename (off for servers that cannot)")
+    connect_timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for the SSH connection")
+    keepalive_seconds: float = Field(
+        15.0, gt=0, le=600,
+        description="SSH keepalive interval; a link silent for 4 of them is dropped (the file fails, the run goes on)",
+    )
 
     def location(self) -> str:
         """The server, login and directory."""

@@ -423,3 +423,27 @@ def test_a_full_disk_says_no_space_left_with_the_path_and_leaves_no_partial_file
     assert f"no space left on device writing `{tiny_disk}/" in done.stdout, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr and "StopIteration" not in done.stdout
     assert not list(tiny_disk.rglob("*.csv"))  # the partial staging file is gone
+
+
+def test_an_sftp_link_that_goes_silent_fails_the_file_within_the_keepalives(
+    make_connector: Callable[..., int], incoming: Path, sftp_server: dict[str, Any], tmp_path: Path,
+) -> None:
+    import time
+
+    data = os.urandom(6 * 1024 * 1024)
+    (incoming / "scan.bin").write_bytes(data)
+    proxy = CuttingProxy(sftp_server["port"], cut_after=2 * 1024 * 1024, blackhole=True)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)},
+        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
+                 "path": "/silent", "known_hosts": str(known_hosts), "keepalive_seconds": 2, "connect_timeout": 5})
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectorRunFailed):
+            run_connector_pipeline(connector_id)
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set() and time.monotonic() - started < 90
+    assert (incoming / "scan.bin").read_bytes() == data
