@@ -274,3 +274,48 @@ def upload_server(httpserver: Any) -> Any:
     recorder = Recorder()
     httpserver.expect_request(re.compile("/.*")).respond_with_handler(recorder.handle)
     return recorder
+
+
+@pytest.fixture(scope="session")
+def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Debian's OpenSSH server (`.ci/run` installs openssh-server) on loopback, SFTP by internal-sftp.
+
+    Logs in as the current user with a generated key. Yields host, port, user, the client key path,
+    the server's public host key line and a folder to write into. A missing sshd fails loudly.
+    """
+    import getpass
+    import shutil
+    import subprocess
+    import time
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    assert Path(sshd).exists(), "OpenSSH's sshd is needed (apt-get install openssh-server; .ci/run does it)"
+    work = tmp_path_factory.mktemp("openssh")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
+    (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
+    port = _free_port()
+    (work / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work}/host_key\nPidFile {work}/sshd.pid\n"
+        f"AuthorizedKeysFile {work}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+        "Subsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(work / "sshd_config")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                with __import__("socket").create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "sshd exited"
+                time.sleep(0.1)
+        host_key = (work / "host_key.pub").read_text().split()
+        folder = work / "drop"
+        folder.mkdir()
+        yield {"host": "127.0.0.1", "port": port, "user": getpass.getuser(), "client_key": str(work / "client_key"),
+               "host_line": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}", "folder": folder}
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -447,3 +447,36 @@ def test_an_sftp_link_that_goes_silent_fails_the_file_within_the_keepalives(
         proxy.close()
     assert proxy.cut.is_set() and time.monotonic() - started < 90
     assert (incoming / "scan.bin").read_bytes() == data
+
+
+def test_host_keys_against_debians_openssh_with_a_known_hosts_hashed_by_ssh_keygen(
+    openssh_server: dict[str, Any], tmp_path: Path,
+) -> None:
+    """OpenSSH's own tools write the known_hosts (`ssh-keygen -H`); OpenSSH's server answers."""
+    import asyncssh
+
+    from dlt_destinations.sftp import SftpDestinationConfig
+    from dlt_destinations.sftp.client import HostKeyRefused, open_sftp
+
+    def config(known_hosts: Path) -> SftpDestinationConfig:
+        return SftpDestinationConfig.model_validate({
+            "host": openssh_server["host"], "port": openssh_server["port"], "username": openssh_server["user"],
+            "pkey_path": openssh_server["client_key"], "path": str(openssh_server["folder"]),
+            "known_hosts": str(known_hosts), "host_key_policy": "accept-new"})
+
+    trusted = tmp_path / "trusted"
+    trusted.write_text(f"nas.example,{openssh_server['host_line']}\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(trusted)], check=True, capture_output=True)
+    assert trusted.read_text().startswith("|1|")  # hashed by OpenSSH itself
+    before = trusted.read_text()
+    fs = open_sftp(config(trusted))
+    fs.pipe_file(f"{openssh_server['folder']}/hello.txt", b"hi")
+    assert (openssh_server["folder"] / "hello.txt").read_bytes() == b"hi"
+    assert trusted.read_text() == before  # on record: accept-new appends nothing
+
+    changed = tmp_path / "changed"
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    changed.write_text(f"[{openssh_server['host']}]:{openssh_server['port']} {other}\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(changed)], check=True, capture_output=True)
+    with pytest.raises(HostKeyRefused, match=r"REMOTE HOST IDENTIFICATION HAS CHANGED.*\(line 1\)"):
+        open_sftp(config(changed))
