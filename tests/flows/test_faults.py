@@ -251,6 +251,7 @@ class CuttingProxy:
                 threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.held += [client, upstream]  # closed with the proxy, so no server waits on a dead link for ever
             # blackhole: one budget for the link, whichever connection uses it
             budget = self.shared if self.blackhole else [self.cut_after if self.connections == 1 else None]
             for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
@@ -288,8 +289,12 @@ class CuttingProxy:
             sock.close()
 
     def close(self) -> None:
+        import socket
+
         self.listener.close()
         for sock in self.held:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
@@ -480,3 +485,28 @@ def test_host_keys_against_debians_openssh_with_a_known_hosts_hashed_by_ssh_keyg
     subprocess.run(["ssh-keygen", "-H", "-f", str(changed)], check=True, capture_output=True)
     with pytest.raises(HostKeyRefused, match=r"REMOTE HOST IDENTIFICATION HAS CHANGED.*\(line 1\)"):
         open_sftp(config(changed))
+
+
+def test_a_rest_endpoint_whose_link_goes_silent_fails_the_file_within_its_timeouts(
+    make_connector: Callable[..., int], incoming: Path, upload_server: Any,
+) -> None:
+    import time
+    from urllib.parse import urlsplit
+
+    data = os.urandom(3 * 1024 * 1024)
+    (incoming / "scan.bin").write_bytes(data)
+    target = urlsplit(upload_server.url)
+    proxy = CuttingProxy(int(target.port or 80), cut_after=1024 * 1024, blackhole=True)
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)},
+        "rest_api", {"url": f"http://127.0.0.1:{proxy.port}{target.path}", "connect_timeout": 2, "read_timeout": 3,
+                     "attempts": 2, "retry_backoff_seconds": 0.1})
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectorRunFailed) as caught:
+            run_connector_pipeline(connector_id)
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set() and time.monotonic() - started < 60
+    assert "failed after 2 attempts" in caught.value.result["log_summary"]
+    assert (incoming / "scan.bin").read_bytes() == data  # nothing counts as delivered: the source stays
