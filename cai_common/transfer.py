@@ -15,7 +15,7 @@ import posixpath
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fsspec import AbstractFileSystem
@@ -115,21 +115,41 @@ def temp_name(final_path: str) -> str:
     return f"{parent}/.{posixpath.basename(final_path)}.{uuid.uuid4().hex}.tmp"
 
 
-def remove_debris(fs: AbstractFileSystem, final_path: str) -> list[str]:
-    """Remove temp files an earlier, dropped session left for ``final_path`` (`.<name>.<32 hex>.tmp`)."""
-    parent, name = posixpath.dirname(final_path), posixpath.basename(final_path)
-    pattern = re.compile(rf"^\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp$")
-    try:
-        siblings = fs.ls(parent, detail=False) if fs.isdir(parent) else []
-    except FileNotFoundError:
-        return []
-    removed = []
-    for path in siblings:
-        if pattern.match(posixpath.basename(str(path).rstrip("/"))):
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{32}\.tmp$")
+
+
+@dataclass
+class DebrisSweeper:
+    """Removes temp files dropped sessions left (`.<name>.<32 hex>.tmp`) before a file is written again.
+
+    One listing per directory per run, not one per file: a directory of thousands of files is
+    listed once. Only the temp files of the name about to be written are removed, so another
+    connector's transfer into the same directory keeps its own.
+    """
+
+    fs: AbstractFileSystem
+    _temps: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def clear_for(self, final_path: str) -> list[str]:
+        """Remove the leftover temp files of ``final_path``; returns their paths."""
+        parent, name = posixpath.dirname(final_path), posixpath.basename(final_path)
+        if parent not in self._temps:
+            try:
+                listing = self.fs.ls(parent, detail=False) if self.fs.isdir(parent) else []
+            except FileNotFoundError:
+                listing = []
+            by_name: dict[str, list[str]] = {}
+            for path in listing:
+                found = _TEMP.match(posixpath.basename(str(path).rstrip("/")))
+                if found:
+                    by_name.setdefault(found["name"], []).append(str(path))
+            self._temps[parent] = by_name
+        removed = []
+        for path in self._temps[parent].pop(name, []):
             with contextlib.suppress(FileNotFoundError):
-                fs.rm(path)
-                removed.append(str(path))
-    return removed
+                self.fs.rm(path)
+                removed.append(path)
+        return removed
 
 
 def _remove_partial(fs: AbstractFileSystem, path: str, reopen: Callable[[], AbstractFileSystem] | None) -> None:
@@ -175,8 +195,6 @@ def transfer_file(
             raise VerificationError(f"`{final_path}`: server-side copy holds {stored} bytes of {expected}")
         return Transferred(stored, None, "size (server-side copy)")
     rename = atomic_rename and not is_object_store(dst_fs)
-    if not is_object_store(dst_fs):
-        remove_debris(dst_fs, final_path)
     target = temp_name(final_path) if rename else final_path
     digest = hashlib.sha256()
     size = 0

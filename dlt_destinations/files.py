@@ -9,7 +9,7 @@ takes manifests of source files (`file_url`, `relative_path`) and sends each to 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import dlt
@@ -18,7 +18,7 @@ from dlt.common.destination.exceptions import DestinationTerminalException, Dest
 from fsspec import AbstractFileSystem
 
 from cai_common.files import atomic_put, safe_join
-from cai_common.transfer import PART_SIZE, transfer_file
+from cai_common.transfer import PART_SIZE, DebrisSweeper, is_object_store, transfer_file
 
 
 class FileDeliveryError(DestinationTerminalException):
@@ -83,6 +83,10 @@ class FilesystemTarget:
     atomic_rename: bool = True
     reopen: Callable[[], AbstractFileSystem] | None = None
     """A new connection to the destination (removing a dropped session's partial file)."""
+    debris: DebrisSweeper = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "debris", DebrisSweeper(self.fs))
 
     def location(self) -> str:
         return str(self.fs.unstrip_protocol(self.root))
@@ -91,8 +95,11 @@ class FilesystemTarget:
         return str(self.fs.unstrip_protocol(safe_join(self.root, relative_path)))
 
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
-        done = transfer_file(src_fs, file_url, self.fs, safe_join(self.root, relative_path), verify=self.verify,
-                             part_size=self.part_size, atomic_rename=self.atomic_rename, reopen=self.reopen)
+        final = safe_join(self.root, relative_path)
+        if not is_object_store(self.fs):  # an object store shows nothing before an upload completes
+            self.debris.clear_for(final)
+        done = transfer_file(src_fs, file_url, self.fs, final, verify=self.verify, part_size=self.part_size,
+                             atomic_rename=self.atomic_rename, reopen=self.reopen)
         return {"bytes": done.bytes, "sha256": done.sha256, "verified": done.verified}
 
 
