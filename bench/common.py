@@ -52,3 +52,20 @@ def bench_arguments(description: str, work: str) -> argparse.ArgumentParser:
                                                         "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--work", type=Path, default=Path(work), help="files and pipelines go here")
     return parser
+
+
+def scratch_database(admin_dsn: str, name: str, build_sql: str) -> str:
+    """A fresh database `name` holding what ``build_sql`` makes, vacuumed and checkpointed; returns its DSN."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(build_sql.encode())  # no parameters: % is modulo in the SQL
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+    return dsn

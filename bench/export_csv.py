@@ -16,12 +16,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_arguments, measure  # noqa: E402
+from common import bench_arguments, measure, scratch_database  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -75,14 +74,7 @@ def main() -> None:
     parser = bench_arguments(__doc__ or "", "/tmp/cai-bench-export")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS cai_bench_export WITH (FORCE)")
-        conn.execute("CREATE DATABASE cai_bench_export")
-    dsn = urlunsplit(urlsplit(args.dsn)._replace(path="/cai_bench_export"))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(BUILD.format(rows=int(2 * args.rows)).encode())  # an int, no parameters: % is modulo here
-        conn.execute("VACUUM ANALYZE lab_results")
-        conn.execute("CHECKPOINT")
+    dsn = scratch_database(args.dsn, "cai_bench_export", BUILD.format(rows=int(2 * args.rows)))
     env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
     results = []
     for rows in (args.rows, 2 * args.rows):

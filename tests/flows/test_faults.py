@@ -48,6 +48,16 @@ def _hashed(name: str) -> str:
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
 
 
+def _accept_new(sftp_server: dict[str, Any], known_hosts: Path) -> Any:
+    """The asyncssh server's `loader` login with `host_key_policy: accept-new` and this known_hosts."""
+    from dlt_destinations.sftp import SftpDestinationConfig
+
+    return SftpDestinationConfig.model_validate({
+        "host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
+        "password": "sftp-pass-123", "path": "/keys", "known_hosts": str(known_hosts),
+        "host_key_policy": "accept-new"})
+
+
 @pytest.mark.parametrize("entry", ["plain", "hashed", "multi-name"])
 def test_a_changed_host_key_is_refused_under_every_known_hosts_form(
     sftp_server: dict[str, Any], tmp_path: Path, entry: str,
@@ -55,7 +65,6 @@ def test_a_changed_host_key_is_refused_under_every_known_hosts_form(
     """accept-new records keys only for hosts with none on record; a changed key is refused, as OpenSSH does."""
     import asyncssh
 
-    from dlt_destinations.sftp import SftpDestinationConfig
     from dlt_destinations.sftp.client import HostKeyRefused, open_sftp
 
     name = f"[{sftp_server['host']}]:{sftp_server['port']}"
@@ -63,10 +72,7 @@ def test_a_changed_host_key_is_refused_under_every_known_hosts_form(
     names = {"plain": name, "hashed": _hashed(name), "multi-name": f"nas.example,{name},10.9.9.9"}[entry]
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"# the NAS\n{names} {other_key}\n")
-    config = SftpDestinationConfig.model_validate({
-        "host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
-        "password": "sftp-pass-123", "path": "/keys", "known_hosts": str(known_hosts),
-        "host_key_policy": "accept-new"})
+    config = _accept_new(sftp_server, known_hosts)
     with pytest.raises(HostKeyRefused) as caught:
         open_sftp(config)
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in str(caught.value)
@@ -76,17 +82,13 @@ def test_a_changed_host_key_is_refused_under_every_known_hosts_form(
 
 
 def test_accept_new_finds_a_hashed_entry_and_appends_nothing(sftp_server: dict[str, Any], tmp_path: Path) -> None:
-    from dlt_destinations.sftp import SftpDestinationConfig
     from dlt_destinations.sftp.client import open_sftp
 
     name = f"[{sftp_server['host']}]:{sftp_server['port']}"
     key = sftp_server["host_line"].split(" ", 1)[1]
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"{_hashed(name)} {key}\n")
-    config = SftpDestinationConfig.model_validate({
-        "host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
-        "password": "sftp-pass-123", "path": "/keys", "known_hosts": str(known_hosts),
-        "host_key_policy": "accept-new"})
+    config = _accept_new(sftp_server, known_hosts)
     before = known_hosts.read_text()
     fs = open_sftp(config)  # the key on record (hashed) is the server's: the login works
     fs.makedirs("/keys", exist_ok=True)
