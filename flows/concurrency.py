@@ -1,9 +1,15 @@
-"""One run per connector at a time: a Prefect global concurrency limit `connector-<id>` of 1 slot.
+"""One run per connector at a time: a PostgreSQL session advisory lock in the config store.
 
-A second run of a connector waits for the slot (up to `CAI_CONNECTOR_WAIT_SECONDS`, default 3600)
-before it creates its run record or touches any data; runs of different connectors take different
-limits and go in parallel. The slot is a lease the holder renews; a run whose process is killed
-stops renewing it, and the server frees the slot once the lease runs out (`LEASE_SECONDS`).
+A run takes the lock (key: `RUN_LOCK_NAMESPACE`, the connector id) on a connection of its own before
+it creates its run record or touches any data, and holds it until it ends. A second run of the
+connector waits for it (up to `CAI_CONNECTOR_WAIT_SECONDS`, default 3600); runs of different
+connectors take different keys and go in parallel.
+
+A run killed outright (kill -9, the OOM killer) frees the lock at once: its process's socket closes
+and PostgreSQL drops the lock with the session. A machine that vanishes is noticed by the server's
+TCP keepalives, set on the session, within about half a minute. Nothing waits for a lease to lapse,
+and nothing depends on the Prefect server running its lease service or remembering leases across a
+restart (a temporary server, as `cai run` starts, does neither).
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-LEASE_SECONDS = 60.0
+import psycopg
 
+RUN_LOCK_NAMESPACE = 0x6361_6972
+"""First key of the two-key advisory lock (the second is the connector id); `pg_locks.classid`."""
 
-def limit_name(connector_id: int) -> str:
-    """The global concurrency limit guarding one connector."""
-    return f"connector-{connector_id}"
+# The server's side of the keepalives: a session whose machine vanished is closed within
+# idle + interval * count seconds, and its lock freed.
+_SESSION_SETTINGS = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
+                     "statement_timeout": "0", "idle_in_transaction_session_timeout": "0"}
 
 
 def wait_seconds() -> float:
@@ -25,28 +34,35 @@ def wait_seconds() -> float:
     return float(os.environ.get("CAI_CONNECTOR_WAIT_SECONDS", "3600"))
 
 
-def ensure_limit(connector_id: int) -> None:
-    """Create the connector's 1-slot limit unless it exists (safe when two runs race to create it)."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    name = limit_name(connector_id)
-    with get_client(sync_client=True) as client:
-        try:
-            client.upsert_global_concurrency_limit_by_name(name, 1)
-        except Exception:  # a concurrent creation answered 409: it exists now, which is all we need
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                raise
+def describe(connector_id: int) -> str:
+    """How the lock shows in logs and in `pg_locks`."""
+    return f"advisory lock ({RUN_LOCK_NAMESPACE}, {connector_id})"
 
 
 @contextlib.contextmanager
-def one_run_per_connector(connector_id: int, timeout: float | None = None) -> Iterator[None]:
-    """Hold the connector's slot for the block; TimeoutError if another run keeps it past ``timeout``."""
-    from prefect.concurrency.sync import concurrency
+def one_run_per_connector(connector_id: int, timeout: float | None = None, url: str | None = None) -> Iterator[None]:
+    """Hold the connector's run lock for the block; TimeoutError if another run keeps it past ``timeout``."""
+    from flows.config_store import database_url
 
-    ensure_limit(connector_id)
-    with concurrency(limit_name(connector_id), occupy=1, strict=True, lease_duration=LEASE_SECONDS,
-                     timeout_seconds=wait_seconds() if timeout is None else timeout):
+    timeout = wait_seconds() if timeout is None else timeout
+    conn = psycopg.connect(url or database_url(), autocommit=True, connect_timeout=10,
+                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    try:
+        for name, value in _SESSION_SETTINGS.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        if conn.info.server_version >= 140000:  # a DBA's idle_session_timeout must not drop the lock
+            conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
+        if timeout <= 0:
+            taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id)).fetchone()
+            if not (taken and taken[0]):
+                raise TimeoutError(f"connector {connector_id}: another run holds it")
+        else:
+            conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{min(int(timeout * 1000), 2**31 - 1)}ms",))
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id))
+            except psycopg.errors.LockNotAvailable as exc:
+                raise TimeoutError(f"connector {connector_id}: another run held it for over {timeout:.0f} s") from exc
+            conn.execute("SELECT set_config('lock_timeout', '0', false)")
         yield
+    finally:
+        conn.close()  # the session ends, and the lock with it

@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 
 from cai_common import ConnectorRunFailed, explain, is_transient, mask_secrets
 from flows import connector_config, run_records
-from flows.concurrency import limit_name, one_run_per_connector, wait_seconds
+from flows.concurrency import describe, one_run_per_connector, wait_seconds
 from flows.connector_config import ConnectorConfig
 from flows.data_paths import data_path_for
 from flows.heartbeat import heartbeat, sweep_stale_runs
@@ -138,7 +138,7 @@ def run_connector_pipeline(connector_id: int, prefect_flow_run_id: str | None = 
             logger.error(problem)
             return _finish(connector_id, flow_run_id, _record(connector_id, flow_run_id, logger),
                            {"status": "failed", "rows_ingested": 0, "log_summary": problem, "metrics": {}})
-        logger.info("connector %s: holds its run slot (`%s`)", connector_id, limit_name(connector_id))
+        logger.info("connector %s: holds its run lock (%s)", connector_id, describe(connector_id))
         run_id = _record(connector_id, flow_run_id, logger)
         outcome: dict[str, Any] | None = None
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
@@ -17,6 +16,7 @@ import pytest
 from cai_common import ConnectorRunFailed
 from flows.dlt_pipeline_flow import run_connector_pipeline
 from flows.run_records import get_run
+from tests.netfaults import CuttingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -171,7 +171,7 @@ def test_a_missing_source_location_fails_naming_it_and_an_empty_one_succeeds(
     assert result["status"] == "success" and "no files matched" in result["log_summary"]
 
 
-def _files_holding(folder: Path, secrets: list[str]) -> list[str]:
+def files_holding(folder: Path, secrets: list[str]) -> list[str]:
     """Files under ``folder`` whose bytes hold any of the secrets (SQLite, logs, dlt state and traces)."""
     found = []
     for path in folder.rglob("*"):
@@ -216,88 +216,8 @@ def test_secrets_a_server_echoes_back_appear_nowhere(
         for secret in secrets:
             assert secret not in output, f"`{secret}` leaked into: {output[:300]}"
     prefect_db = Path(prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
-    assert _files_holding(prefect_db, secrets) == []  # flow and task logs, artifacts, states
-    assert _files_holding(Path(os.environ["CAI_PIPELINES_DIR"]), secrets) == []
-
-
-class CuttingProxy:
-    """A TCP proxy on loopback that breaks the link after `cut_after` bytes went upstream.
-    `blackhole=False`: the first connection is closed after that many of its bytes (a reset), later
-    ones pass untouched. `blackhole=True`: after that many bytes over all connections the link goes
-    silent, as when a route or a NAT entry dies: nothing more is forwarded and nothing closed."""
-
-    def __init__(self, upstream_port: int, cut_after: int, blackhole: bool = False) -> None:
-        import socket
-        import threading
-
-        self.upstream_port, self.cut_after, self.blackhole, self.connections = upstream_port, cut_after, blackhole, 0
-        self.cut = threading.Event()
-        self.held: list[Any] = []
-        self.shared: list[int | None] = [cut_after]
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            if self.blackhole and self.cut.is_set():
-                self.held.append(client)  # accepted, read, never answered
-                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self.held += [client, upstream]  # closed with the proxy, so no server waits on a dead link for ever
-            # blackhole: one budget for the link, whichever connection uses it
-            budget = self.shared if self.blackhole else [self.cut_after if self.connections == 1 else None]
-            for src, dst, counted in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pump, args=(src, dst, budget if counted else [None], (client, upstream)),
-                                 daemon=True).start()
-
-    @staticmethod
-    def _swallow(sock: Any) -> None:
-        with contextlib.suppress(OSError):
-            while sock.recv(65536):
-                pass
-
-    def _pump(self, src: Any, dst: Any, budget: list[int | None], both: tuple[Any, Any]) -> None:
-        import socket
-
-        try:
-            while data := src.recv(65536):
-                if self.blackhole and self.cut.is_set():
-                    continue  # swallowed: the link is silent
-                if budget[0] is not None:
-                    budget[0] -= len(data)
-                    if budget[0] < 0:
-                        self.cut.set()
-                        if self.blackhole:
-                            continue
-                        break
-                dst.sendall(data)
-        except OSError:
-            pass
-        if self.blackhole and self.cut.is_set():
-            return
-        for sock in both:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        import socket
-
-        self.listener.close()
-        for sock in self.held:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+    assert files_holding(prefect_db, secrets) == []  # flow and task logs, artifacts, states
+    assert files_holding(Path(os.environ["CAI_PIPELINES_DIR"]), secrets) == []
 
 
 @pytest.mark.parametrize("atomic_rename", [True, False])

@@ -235,3 +235,40 @@ def test_an_interrupt_still_closes_the_record_as_failed(
     [record] = list_runs(connector_id)
     assert (record["status"], record["log_summary"]) == ("failed", "run interrupted")
     assert record["finished_at"] is not None
+
+
+def test_a_second_run_of_a_connector_waits_for_the_first_and_a_killed_holder_frees_it_at_once(
+    config_store: str,
+) -> None:
+    """The per-connector run lock: held across sessions, timed out with a clear error, released when
+    its holder's process dies (no lease to lapse)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.concurrency import RUN_LOCK_NAMESPACE, one_run_per_connector
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom flows.concurrency import one_run_per_connector\n"
+         "with one_run_per_connector(424242, url=sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n",
+         config_store], stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError, match="another run held it for over 1 s"):
+            with one_run_per_connector(424242, timeout=1, url=config_store):
+                pass
+        with one_run_per_connector(424243, timeout=1, url=config_store):  # another connector: no wait
+            pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        started = time.monotonic()
+        with one_run_per_connector(424242, timeout=10, url=config_store):
+            with psycopg.connect(config_store) as conn:
+                held = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                                    " AND objid = 424242 AND granted", (RUN_LOCK_NAMESPACE,)).fetchone()
+            assert held == (1,)
+        assert time.monotonic() - started < 2
+    finally:
+        holder.kill()

@@ -260,3 +260,91 @@ def test_doctor_reports_each_connector_source_and_destination_with_secrets_maske
     assert "OK" in line(f"connector {read_only} (doctor reader) source")
     assert "the login can only read" in done.stdout and "warning(s)" in done.stdout
     assert "doctor-secret-42" not in done.stdout + done.stderr
+
+
+def test_a_worker_killed_mid_move_loses_nothing_and_the_next_run_delivers_once(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, worker: Worker,
+    make_connector: Callable[..., int], incoming: Path, sftp_server: dict[str, Any], tmp_path: Path,
+) -> None:
+    """kill -9 of the worker tree while a `move` uploads to SFTP: the source stays, no partial file
+    under the final name; the next run finishes the job exactly once and says so."""
+    from tests.netfaults import CuttingProxy
+
+    data = os.urandom(4 * 1024 * 1024)
+    (incoming / "scan.bin").write_bytes(data)
+    proxy = CuttingProxy(sftp_server["port"], cut_after=1024 * 1024, blackhole=True)  # the upload stalls
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
+    folder = f"killed-{tmp_path.name}"
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "transfer": "move"},
+        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
+                 "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60},
+        name="killed mid-move")
+    try:
+        flow_run_id = _create_flow_run(prefect_api, deployment, connector_id)
+        assert proxy.cut.wait(120), "the upload never started"
+        dead = find_run_by_flow_run(flow_run_id)
+        assert dead is not None and dead["status"] == "started", dead
+        worker.kill_hard()
+        landed = sftp_server["root"] / folder
+        assert [p.name for p in landed.iterdir() if not p.name.startswith(".")] == []  # only a hidden temp file
+        assert (incoming / "scan.bin").read_bytes() == data
+        proxy.heal()
+        # the next run waits for the dead run's connector slot (its lease lapses after 60 s), sweeps the
+        # dead record and moves the file again
+        env = {**prefect_env, "CAI_HEARTBEAT_STALE_SECONDS": "3"}
+        again = subprocess.run([CAI, "run", str(connector_id)], env=env, capture_output=True, text=True,
+                               timeout=300, check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "moved 1 of 1 file(s)" in again.stdout, again.stdout
+        assert {p.name: p.read_bytes() for p in landed.iterdir()} == {"scan.bin": data}  # once, no temp file
+        assert list(incoming.iterdir()) == []
+        closed = get_run(dead["id"])
+        assert closed is not None and closed["status"] == "failed"
+        assert "worker stopped responding" in closed["log_summary"]
+    finally:
+        proxy.close()
+        worker.start()
+
+
+def test_secrets_echoed_to_a_run_on_the_worker_appear_in_no_log_record_or_prefect_database(
+    prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], incoming: Path,
+    httpserver: Any,
+) -> None:
+    """The worker's own log and the flow-run process's Prefect logs, as well as the records."""
+    import json
+
+    import prefect.settings
+    from werkzeug import Request, Response
+
+    from tests.flows.test_faults import files_holding
+
+    def echo(request: Request) -> Response:
+        return Response(json.dumps(dict(request.headers)), status=401)
+
+    httpserver.expect_request("/upload").respond_with_handler(echo)
+    (incoming / "labs.csv").write_bytes(b"id\n1\n")
+    secrets = ["pw-worker-5521", "c3ZjLXdvcmtlcjpwdy13b3JrZXItNTUyMQ==", "api-key-worker-9034"]
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)}, "rest_api",
+        {"url": httpserver.url_for("/upload"), "auth_type": "basic", "username": "svc-worker",
+         "password": "pw-worker-5521", "headers": {"X-Api-Key": "api-key-worker-9034"}}, name="echo on worker")
+    flow_run_id = _create_flow_run(prefect_api, deployment, connector_id)
+    assert _wait(prefect_api, flow_run_id)["state"]["type"] == "FAILED"
+    record = find_run_by_flow_run(flow_run_id)
+    assert record is not None and "HTTP 401" in record["log_summary"], record
+    logs: list[dict[str, Any]] = []
+    for _ in range(40):  # the flow-run process ships its logs in batches
+        logs = _api("POST", f"{prefect_api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}})
+        if any("HTTP 401" in log["message"] for log in logs):
+            break
+        time.sleep(0.5)
+    assert any("HTTP 401" in log["message"] for log in logs)  # the failure was logged, masked
+    outputs = [json.dumps(record, default=str), json.dumps(logs), worker.log.read_text(errors="replace")]
+    for output in outputs:
+        for secret in secrets:
+            assert secret not in output, f"`{secret}` leaked into: {output[:300]}"
+    prefect_db = Path(prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
+    assert files_holding(prefect_db, secrets) == []
+    assert files_holding(Path(os.environ["CAI_PIPELINES_DIR"]), secrets) == []
