@@ -256,9 +256,9 @@ def test_a_second_run_of_a_connector_waits_for_the_first_and_a_killed_holder_fre
          config_store], stdout=subprocess.PIPE, text=True, env={**os.environ})
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(TimeoutError, match="another run held it for over 1 s"):
-            with one_run_per_connector(424242, timeout=1, url=config_store):
-                pass
+        with (pytest.raises(TimeoutError, match="another run held it for over 1 s"),
+              one_run_per_connector(424242, timeout=1, url=config_store)):
+            pass
         with one_run_per_connector(424243, timeout=1, url=config_store):  # another connector: no wait
             pass
         os.kill(holder.pid, signal.SIGKILL)
