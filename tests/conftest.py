@@ -315,7 +315,8 @@ def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         folder = work / "drop"
         folder.mkdir()
         yield {"host": "127.0.0.1", "port": port, "user": getpass.getuser(), "client_key": str(work / "client_key"),
-               "host_line": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}", "folder": folder}
+               "host_line": f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}", "folder": folder,
+               "pid": server.pid}
     finally:
         server.terminate()
         server.wait(10)

@@ -432,3 +432,54 @@ def test_a_rest_endpoint_whose_link_goes_silent_fails_the_file_within_its_timeou
     assert proxy.cut.is_set() and time.monotonic() - started < 60
     assert "failed after 2 attempts" in caught.value.result["log_summary"]
     assert (incoming / "scan.bin").read_bytes() == data  # nothing counts as delivered: the source stays
+
+
+@pytest.mark.parametrize("atomic_rename", [True, False])
+def test_an_openssh_server_killed_mid_upload_loses_nothing_and_the_next_run_cleans_up(
+    make_connector: Callable[..., int], incoming: Path, openssh_server: dict[str, Any], tmp_path: Path,
+    atomic_rename: bool,
+) -> None:
+    """The sshd process serving the session is killed with SIGKILL while a `move` writes: the file
+    fails, the source stays, nothing sits under the final name; the next run delivers it and leaves
+    no temp file behind."""
+    import threading
+    import time
+
+    import psutil
+
+    data = os.urandom(96 * 1024 * 1024)
+    (incoming / "scan.bin").write_bytes(data)
+    folder = openssh_server["folder"] / f"killed-{atomic_rename}"
+    folder.mkdir()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(openssh_server["host_line"] + "\n")
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "transfer": "move"},
+        "sftp", {"host": openssh_server["host"], "port": openssh_server["port"], "username": openssh_server["user"],
+                 "pkey_path": openssh_server["client_key"], "path": str(folder), "known_hosts": str(known_hosts),
+                 "atomic_rename": atomic_rename})
+    killed: list[int] = []
+
+    def kill_the_session_once_bytes_arrive() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if any(p.stat().st_size > 0 for p in folder.iterdir()):
+                for proc in psutil.Process(openssh_server["pid"]).children(recursive=True):
+                    proc.kill()  # the per-connection sshd processes; the listener stays
+                    killed.append(proc.pid)
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_the_session_once_bytes_arrive, daemon=True)
+    killer.start()
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    killer.join(5)
+    assert killed, "the session was never killed"
+    assert "scan.bin" in caught.value.result["log_summary"]
+    assert (incoming / "scan.bin").read_bytes() == data  # the source stays
+    assert not (folder / "scan.bin").exists()  # nothing under the final name
+    result = run_connector_pipeline(connector_id)
+    assert "moved 1 of 1 file(s)" in result["log_summary"], result["log_summary"]
+    assert [p.name for p in folder.iterdir()] == ["scan.bin"]  # no temp file of the killed session
+    assert hashlib.sha256((folder / "scan.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert list(incoming.iterdir()) == []
