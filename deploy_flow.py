@@ -3,10 +3,10 @@
     PREFECT_API_URL=http://prefect:4200/api DATABASE_URL=postgresql://... python deploy_flow.py
 
 Work pool `default` (process), queue `default`, one cron schedule per connector whose `schedule`
-column is set. See `flows/deployment.py`.
+column is set. See `flows/orchestration/deployment.py`.
 """
 
-from flows.deployment import deploy
+from flows.orchestration.deployment import deploy
 
 if __name__ == "__main__":
     done = deploy()

@@ -58,8 +58,8 @@ print(f"exported in {time.monotonic() - started:.2f} s")
 
 PRODUCT = """
 import sys, time
-from flows.connector_config import ConnectorConfig
-from flows.paths_files import query_to_files
+from flows.store.connector_config import ConnectorConfig
+from flows.paths.exports import query_to_files
 dsn, query, folder, name = sys.argv[1:5]
 connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "sql_database",
     "source_config": {"connection_string": dsn, "allow_superuser": True, "query": query, "csv_filename": name},

@@ -32,7 +32,7 @@ ARROW_LOAD = """
 import sys, time
 from dlt_destinations.postgres import PostgresDestinationConfig
 from dlt_sources.filesystem import FilesystemSourceConfig
-from flows.paths_postgres import load_csv_files
+from flows.paths.tables import load_csv_files
 path, dsn = sys.argv[1], sys.argv[2]
 # A NULL marker COPY cannot express sends the file through the transcoding path (pyarrow -> psql's CSV -> COPY).
 source = FilesystemSourceConfig.parse({"path": str(__import__("pathlib").Path(path).parent),

@@ -39,15 +39,15 @@ FROM generate_series(1, {rows}) g
 
 PRODUCT = """
 import sys, time
-from flows.connector_config import ConnectorConfig
-from flows.paths_postgres import query_to_postgres
+from flows.store.connector_config import ConnectorConfig
+from flows.paths.tables import query_to_table
 dsn, query, table = sys.argv[1:4]
 connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "sql_database",
     "source_config": {"connection_string": dsn, "allow_superuser": True, "query": query},
     "destination_type": "postgres", "destination_config": {"connection_string": dsn, "schema": "bench_cai",
     "table_name": table, "write_disposition": "replace"}})
 started = time.monotonic()
-outcome = query_to_postgres(connector)
+outcome = query_to_table(connector)
 print(f"copied {outcome.rows} rows in {time.monotonic() - started:.2f} s")
 """
 

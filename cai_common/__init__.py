@@ -1,6 +1,6 @@
 """Mechanics shared by sources, destinations and flows: typed config bases, errors, secret masking."""
 
-from cai_common.configuration import BaseConfig, FieldProblem, PostgresCredentials, S3Credentials
+from cai_common.configuration import BaseConfig, FieldProblem, PostgresCredentials
 from cai_common.errors import (
     ConnectorConfigError,
     ConnectorError,
@@ -25,7 +25,6 @@ __all__ = [
     "DiskFull",
     "PostgresCredentials",
     "ReconciliationError",
-    "S3Credentials",
     "UnknownTypeError",
     "UnsupportedPathError",
     "explain",

@@ -1,23 +1,16 @@
-"""dlt destinations for every destination type, and the registry that maps a type code to its config model."""
+"""dlt destinations, one folder per kind; each kind is registered here with one line.
 
-from cai_common.registry import TypeRegistry
-from dlt_destinations.nfs import NfsDestinationConfig
-from dlt_destinations.postgres import PostgresDestinationConfig
-from dlt_destinations.rest_api import RestApiDestinationConfig
-from dlt_destinations.s3 import S3DestinationConfig
-from dlt_destinations.sftp import SftpDestinationConfig
+A kind's folder holds its typed config, its `KIND` (what it accepts, its doctor probe, its file or
+upload target) and its client code. `files.py` and `writer.py` are what every file kind shares.
+"""
 
-DESTINATIONS = TypeRegistry(
-    side="destination",
-    configs={
-        "postgres": PostgresDestinationConfig,
-        "s3": S3DestinationConfig,
-        "sftp": SftpDestinationConfig,
-        "nfs": NfsDestinationConfig,
-        "rest_api": RestApiDestinationConfig,
-    },
-    aliases={"minio": "s3", "truenas": "sftp", "filesystem": "nfs", "local": "nfs"},
-)
-"""Destination type code (and its aliases) -> typed config model."""
+from cai_common.kinds import DESTINATIONS
+from dlt_destinations import nfs, postgres, rest_api, s3, sftp
+
+DESTINATIONS.register(postgres.KIND)
+DESTINATIONS.register(s3.KIND)
+DESTINATIONS.register(sftp.KIND)
+DESTINATIONS.register(nfs.KIND)
+DESTINATIONS.register(rest_api.KIND)
 
 __all__ = ["DESTINATIONS"]

@@ -1,9 +1,10 @@
-"""dlt destinations that deliver whole files: local/NFS folders, S3 and SFTP through fsspec, REST uploads.
+"""dlt destinations that deliver whole files: to an fsspec `FileTarget`, or to an upload endpoint.
 
 `file_destination` takes manifests (`local_path`, `file_name`, `rows`) of files a resource wrote to
-local disk (query exports) and puts each under its root with `atomic_put`. `transfer_destination`
+local disk (query exports) and writes each under its `FileTarget`'s root. `transfer_destination`
 takes manifests of source files (`file_url`, `relative_path`) and sends each to a `TransferTarget`
-(a filesystem, or a REST endpoint). Either way a final name only ever holds a complete, verified file.
+(a `FileTarget`, or an upload endpoint). Either way `writer.write_file` writes, so a final name only
+ever holds a complete, verified file.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import dlt
+import fsspec
 from dlt.common.destination import Destination
 from dlt.common.destination.exceptions import DestinationTerminalException, DestinationTransientException
 from fsspec import AbstractFileSystem
 
-from cai_common.files import atomic_put, safe_join
-from cai_common.transfer import PART_SIZE, DebrisSweeper, is_object_store, transfer_file
+from dlt_destinations.writer import DebrisSweeper, FileTarget, safe_join, write_file
 
 
 class FileDeliveryError(DestinationTerminalException):
@@ -29,30 +30,29 @@ Delivered = Callable[[dict[str, Any]], None]
 """Called with {url, bytes, rows, sha256} for each file delivered."""
 
 
-def file_destination(
-    name: str, fs: AbstractFileSystem, root: str, on_delivered: Delivered, **put_kwargs: Any
-) -> Destination:
-    """A dlt destination putting each manifest's file at ``root/<file_name>``.
+def file_destination(target: FileTarget, on_delivered: Delivered) -> Destination:
+    """A dlt destination writing each manifest's file at ``root/<file_name>`` of the target.
 
     Connection problems are transient (dlt retries the job); anything else (a path escaping the
     root, no permission, a size mismatch) fails the job for good.
     """
+    local = fsspec.filesystem("file")
 
     def deliver(items: Any, table: Any) -> None:
         for item in items:
-            final = safe_join(root, item["file_name"])
+            final = safe_join(target.root, item["file_name"])
             try:
-                size = atomic_put(fs, item["local_path"], final, **put_kwargs)
+                done = write_file(local, item["local_path"], target, final, verify="size", link=True)
             except (ConnectionError, TimeoutError) as exc:
                 raise DestinationTransientException(f"`{final}`: {exc}") from exc
             except Exception as exc:
                 raise FileDeliveryError(f"`{final}`: {type(exc).__name__}: {exc}") from exc
-            if size != item["bytes"]:
-                raise FileDeliveryError(f"`{final}`: delivered {size} bytes, the export wrote {item['bytes']}")
-            on_delivered({"url": fs.unstrip_protocol(final), "bytes": size, "rows": item["rows"],
+            if done.bytes != item["bytes"]:
+                raise FileDeliveryError(f"`{final}`: delivered {done.bytes} bytes, the export wrote {item['bytes']}")
+            on_delivered({"url": target.fs.unstrip_protocol(final), "bytes": done.bytes, "rows": item["rows"],
                           "sha256": item.get("sha256")})
 
-    factory = dlt.destination(deliver, name=name, batch_size=1, loader_file_format="typed-jsonl")
+    factory = dlt.destination(deliver, name=target.name, batch_size=1, loader_file_format="typed-jsonl")
     return factory()
 
 
@@ -74,32 +74,26 @@ class TransferTarget(Protocol):
 
 @dataclass(frozen=True)
 class FilesystemTarget:
-    """A folder, S3 prefix or SFTP directory, written by `transfer_file` (temp + rename or multipart)."""
+    """A `FileTarget` as a transfer target: each file written by `write_file` (temp + rename or multipart)."""
 
-    fs: AbstractFileSystem
-    root: str
+    target: FileTarget
     verify: Literal["hash", "size"] = "hash"
-    part_size: int = PART_SIZE
-    atomic_rename: bool = True
-    reopen: Callable[[], AbstractFileSystem] | None = None
-    """A new connection to the destination (removing a dropped session's partial file)."""
     debris: DebrisSweeper = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "debris", DebrisSweeper(self.fs))
+        object.__setattr__(self, "debris", DebrisSweeper(self.target.fs))
 
     def location(self) -> str:
-        return str(self.fs.unstrip_protocol(self.root))
+        return self.target.location()
 
     def url(self, relative_path: str) -> str:
-        return str(self.fs.unstrip_protocol(safe_join(self.root, relative_path)))
+        return str(self.target.fs.unstrip_protocol(safe_join(self.target.root, relative_path)))
 
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
-        final = safe_join(self.root, relative_path)
-        if not is_object_store(self.fs):  # an object store shows nothing before an upload completes
+        final = safe_join(self.target.root, relative_path)
+        if not self.target.object_store:  # an object store shows nothing before an upload completes
             self.debris.clear_for(final)
-        done = transfer_file(src_fs, file_url, self.fs, final, verify=self.verify, part_size=self.part_size,
-                             atomic_rename=self.atomic_rename, reopen=self.reopen)
+        done = write_file(src_fs, file_url, self.target, final, verify=self.verify)
         return {"bytes": done.bytes, "sha256": done.sha256, "verified": done.verified}
 
 

@@ -1,18 +1,15 @@
-"""dlt resources for every source type, and the registry that maps a type code to its config model."""
+"""dlt sources, one folder per kind; each kind is registered here with one line.
 
-from cai_common.registry import TypeRegistry
-from dlt_sources.filesystem import FilesystemSourceConfig, S3SourceConfig
-from dlt_sources.sql_database import SqlDatabaseSourceConfig
+A kind's folder holds its typed config, its `KIND` (what it yields and its doctor probe) and its
+readers. `filesystem/` also holds the file-source machinery every file kind uses (listing, CSV
+staging, type inference).
+"""
 
-SOURCES = TypeRegistry(
-    side="source",
-    configs={
-        "sql_database": SqlDatabaseSourceConfig,
-        "filesystem": FilesystemSourceConfig,
-        "s3": S3SourceConfig,
-    },
-    aliases={"postgres": "sql_database", "database": "sql_database", "minio": "s3"},
-)
-"""Source type code (and its aliases) -> typed config model."""
+from cai_common.kinds import SOURCES
+from dlt_sources import filesystem, s3, sql_database
+
+SOURCES.register(sql_database.KIND)
+SOURCES.register(filesystem.KIND)
+SOURCES.register(s3.KIND)
 
 __all__ = ["SOURCES"]

@@ -14,12 +14,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from cai_common import ConnectorRunFailed, explain, is_transient, mask_secrets
-from flows import connector_config, run_records
-from flows.concurrency import describe, one_run_per_connector, wait_seconds
-from flows.connector_config import ConnectorConfig
-from flows.data_paths import data_path_for
-from flows.heartbeat import heartbeat, sweep_stale_runs
-from flows.metrics import artifact_table
+from flows.orchestration.concurrency import describe, one_run_per_connector, wait_seconds
+from flows.orchestration.heartbeat import heartbeat, sweep_stale_runs
+from flows.paths import data_path_for
+from flows.paths.metrics import artifact_table
+from flows.store import connector_config, run_records
+from flows.store.connector_config import ConnectorConfig
 
 # run_records.update_run_record stores at most this much summary: enough for a traceback's last lines.
 MAX_SUMMARY = 4000

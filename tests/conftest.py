@@ -34,7 +34,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             conn.execute("SELECT 1")
         yield url
         return
-    from flows.embedded import embedded_database_url, stop_embedded_server
+    from flows.store.embedded import embedded_database_url, stop_embedded_server
 
     pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
     try:
@@ -69,7 +69,7 @@ def database_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def config_store(database_url: str) -> str:
     """The session database with the config-store schema applied."""
-    from flows.config_store import init_db
+    from flows.store.config_store import init_db
 
     init_db(database_url)
     return database_url

@@ -1,5 +1,6 @@
 """The `nfs` destination."""
 
 from dlt_destinations.nfs.configuration import NfsDestinationConfig
+from dlt_destinations.nfs.kind import KIND
 
-__all__ = ["NfsDestinationConfig"]
+__all__ = ["KIND", "NfsDestinationConfig"]

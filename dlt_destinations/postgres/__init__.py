@@ -6,6 +6,7 @@ from dlt.common.destination.configuration import CsvFormatConfiguration
 from dlt_destinations.postgres.client import copied_rows, existing_column_types
 from dlt_destinations.postgres.client import postgres as cai_postgres
 from dlt_destinations.postgres.configuration import PostgresDestinationConfig
+from dlt_destinations.postgres.kind import KIND
 
 
 def postgres(
@@ -22,4 +23,4 @@ def postgres(
     return cai_postgres(credentials=config.dsn(dummy_password=True), csv_format=csv_format)
 
 
-__all__ = ["PostgresDestinationConfig", "copied_rows", "existing_column_types", "postgres"]
+__all__ = ["KIND", "PostgresDestinationConfig", "copied_rows", "existing_column_types", "postgres"]

@@ -2,5 +2,6 @@
 
 from dlt_destinations.rest_api.client import Uploaded, UploadRefused, upload_file
 from dlt_destinations.rest_api.configuration import RestApiDestinationConfig
+from dlt_destinations.rest_api.kind import KIND
 
-__all__ = ["RestApiDestinationConfig", "UploadRefused", "Uploaded", "upload_file"]
+__all__ = ["KIND", "RestApiDestinationConfig", "UploadRefused", "Uploaded", "upload_file"]

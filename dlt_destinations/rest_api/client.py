@@ -25,9 +25,8 @@ import requests
 from fsspec import AbstractFileSystem
 from requests.auth import HTTPBasicAuth
 
-from cai_common.files import safe_join
-from cai_common.transfer import CHUNK, open_read
 from dlt_destinations.rest_api.configuration import RestApiDestinationConfig
+from dlt_destinations.writer import CHUNK, open_read, safe_join
 
 RETRY_AFTER_CAP = 300.0
 """Longest `Retry-After` honoured, in seconds; a server asking for more gets this."""

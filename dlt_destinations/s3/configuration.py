@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from cai_common import S3Credentials
+from dlt_destinations.s3.credentials import S3Credentials
 
 
 class S3DestinationConfig(S3Credentials):

@@ -1,4 +1,5 @@
-"""File sources: folders and S3 prefixes listed by dlt's filesystem resource, CSVs loaded incrementally.
+"""The `filesystem` source, and the machinery of every file source: listing by dlt's filesystem resource, CSVs
+loaded incrementally.
 
 Config, reports and errors load at once; the CSV readers (pyarrow) load on first use, so a file
 transfer never pays for them (about 30 MB of resident memory).
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from cai_common.lazy import lazy_exports
 from dlt_sources.filesystem.client import ensure_location, open_filesystem
-from dlt_sources.filesystem.configuration import CsvOptions, FileSourceOptions, FilesystemSourceConfig, S3SourceConfig
+from dlt_sources.filesystem.configuration import CsvOptions, FileSourceOptions, FilesystemSourceConfig
+from dlt_sources.filesystem.kind import KIND
 from dlt_sources.filesystem.reports import (
     LEDGER_KEY,
     RESOURCE_NAME,
@@ -32,6 +34,7 @@ __getattr__ = lazy_exports(__name__, {
 
 
 __all__ = [
+    "KIND",
     "BadFilesError",
     "LEDGER_KEY",
     "RESOURCE_NAME",
@@ -41,7 +44,6 @@ __all__ = [
     "FileSourceOptions",
     "FilesystemSourceConfig",
     "ReadReport",
-    "S3SourceConfig",
     "csv_tables",
     "ensure_location",
     "open_filesystem",

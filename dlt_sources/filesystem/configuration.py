@@ -1,13 +1,16 @@
-"""Typed configs of file sources: a local/NFS folder (spec 5.3) and an S3/MinIO prefix (spec 5.2)."""
+"""Typed configs of file sources: the options every file kind shares, and a local/NFS folder (spec 5.3)."""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import Field, model_validator
 
-from cai_common import BaseConfig, FieldProblem, S3Credentials
+from cai_common import BaseConfig, ConnectorConfigError, FieldProblem
 from cai_common.pg_types import InvalidPgType, canonical_type
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
 class CsvOptions(BaseConfig):
@@ -55,12 +58,35 @@ class FileSourceOptions(CsvOptions):
         object.__setattr__(self, "columns", pinned)
         return self
 
+    # What every file kind provides (the folder below, `dlt_sources.s3` for S3 prefixes).
+    file_pattern: str = Field("*", min_length=1, description="glob under `path`, e.g. *.csv or **/*.csv")
+
+    def bucket_url(self) -> str:
+        """The fsspec URL of the folder or prefix the glob runs under."""
+        raise NotImplementedError
+
+    def location(self) -> str:
+        """Where the files are, for summaries and pipeline identities."""
+        raise NotImplementedError
+
+    def open_filesystem(self) -> AbstractFileSystem:
+        """A filesystem carrying the source's credentials; listings are not cached between runs."""
+        raise NotImplementedError
+
+    def ensure_location(self, fs: AbstractFileSystem, connector_id: int | None = None) -> None:
+        """Fail unless the folder (or bucket) exists: a missing one is an unmounted share or a typo, not
+        "no files". An existing location with no matching file is fine.
+
+        Raises:
+            ConnectorConfigError: naming the connector, the field and the location.
+        """
+        raise NotImplementedError
+
 
 class FilesystemSourceConfig(FileSourceOptions):
     """Files in a local or NFS-mounted folder."""
 
     path: str = Field(..., min_length=1, description="folder to read, e.g. /mnt/data/incoming")
-    file_pattern: str = Field("*", min_length=1, description="glob under `path`, e.g. *.csv or **/*.csv")
 
     def bucket_url(self) -> str:
         """The fsspec URL of the folder."""
@@ -70,19 +96,14 @@ class FilesystemSourceConfig(FileSourceOptions):
         """The folder's URL."""
         return self.bucket_url().rstrip("/")
 
+    def open_filesystem(self) -> AbstractFileSystem:
+        """fsspec's local filesystem."""
+        import fsspec
 
-class S3SourceConfig(FileSourceOptions, S3Credentials):
-    """Objects under a prefix of an S3/MinIO bucket."""
+        return fsspec.filesystem("file")
 
-    bucket: str = Field(..., min_length=1, description="bucket name")
-    path: str = Field("", description="prefix inside the bucket, e.g. incoming")
-    file_pattern: str = Field("*", min_length=1, description="glob under `path`, e.g. *.csv or **/*.csv")
-
-    def bucket_url(self) -> str:
-        """The fsspec URL of the prefix."""
-        prefix = self.path.strip("/")
-        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
-
-    def location(self) -> str:
-        """The endpoint and the prefix's URL."""
-        return f"{self.endpoint()} {self.bucket_url()}"
+    def ensure_location(self, fs: AbstractFileSystem, connector_id: int | None = None) -> None:
+        path = self.path.removeprefix("file://")
+        if not fs.isdir(path):
+            problem = "is a file, not a folder" if fs.exists(path) else "does not exist (an unmounted share?)"
+            raise ConnectorConfigError(connector_id, "source", "path", f"`{path}` {problem}")

@@ -3,7 +3,7 @@
 In copy mode the manifests of files already transferred unchanged are left out (the same ledger in
 dlt's resource state as CSV loading), so a re-run sends nothing twice. Move mode needs no ledger:
 a moved file is gone from the source. The ledger is only read here: a file enters it once its copy
-was delivered and verified (`flows.pipelines.remember_files`), so a run that dies between listing
+was delivered and verified (`flows.paths.pipelines.remember_files`), so a run that dies between listing
 and delivering leaves nothing marked as sent.
 """
 

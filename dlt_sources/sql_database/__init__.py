@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from cai_common.lazy import lazy_exports
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
+from dlt_sources.sql_database.kind import KIND
 
 if TYPE_CHECKING:
     from dlt_sources.sql_database.columns import ResultColumn, describe_query
@@ -28,6 +29,7 @@ __getattr__ = lazy_exports(__name__, {
 
 
 __all__ = [
+    "KIND",
     "QueryError",
     "QueryReport",
     "ResultColumn",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cai_common import ConnectorConfigError
 from cai_common.errors import disk_full_named
-from cai_common.files import UnsafePathError, safe_join
+from dlt_destinations.writer import UnsafePathError, safe_join
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.guard import ensure_read_only_query, statement_text
 from dlt_sources.sql_database.login import LOGIN_POWERS, superuser_check

@@ -8,8 +8,8 @@ from pathlib import Path
 import dlt
 from dlt.extract.resource import DltResource
 
-from cai_common.files import sha256_file
 from cai_common.pg_types import dlt_column
+from dlt_destinations.writer import sha256_file
 from dlt_sources.sql_database.columns import ResultColumn
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.export import export_csv

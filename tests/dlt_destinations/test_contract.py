@@ -14,14 +14,10 @@ from typing import Any
 
 import fsspec
 import pytest
-import requests
 
-from cai_common.files import UnsafePathError
+from dlt_destinations import DESTINATIONS
 from dlt_destinations.files import FilesystemTarget, TransferTarget
-from dlt_destinations.rest_api import RestApiDestinationConfig
-from dlt_destinations.rest_api.client import RestTarget
-from dlt_destinations.sftp import SftpDestinationConfig
-from dlt_destinations.sftp.client import open_sftp
+from dlt_destinations.writer import UnsafePathError
 
 DATA = os.urandom(2 * 1024 * 1024 + 3)  # above the `flaky` SFTP user's 1 MB disk
 
@@ -80,88 +76,97 @@ class TargetContract:
         assert Path(source[1]).read_bytes() == DATA
 
 
+def _kind_target(code: str, raw: dict[str, Any]) -> Any:
+    """The transfer target a data path gets from the kind: a FilesystemTarget, or the kind's upload target."""
+    kind = DESTINATIONS.kind(code)
+    config = DESTINATIONS.parse(code, raw)
+    if kind.file_target is not None:
+        return FilesystemTarget(kind.file_target(config))
+    assert kind.upload_target is not None
+    return kind.upload_target(config)
+
+
 class TestFolder(TargetContract):
     @pytest.fixture
-    def target(self, tmp_path: Path) -> FilesystemTarget:
-        return FilesystemTarget(fsspec.filesystem("file"), str(tmp_path / "nfs"))
+    def target(self, tmp_path: Path) -> Any:
+        return _kind_target("nfs", {"path": str(tmp_path / "nfs")})
 
     @pytest.fixture
-    def broken(self, tmp_path: Path) -> FilesystemTarget:
+    def broken(self, tmp_path: Path) -> Any:
         (tmp_path / "not-a-folder").write_text("a file where the folder should be")
-        return FilesystemTarget(fsspec.filesystem("file"), str(tmp_path / "not-a-folder" / "nfs"))
+        return _kind_target("nfs", {"path": str(tmp_path / "not-a-folder" / "nfs")})
 
     def landed(self, target: Any, relative_path: str) -> bytes | None:
-        path = Path(target.root) / relative_path
+        path = Path(target.target.root) / relative_path
         return path.read_bytes() if path.is_file() else None
 
     def names(self, target: Any) -> list[str]:
-        root = Path(target.root)
+        root = Path(target.target.root)
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 class TestS3(TargetContract):
     @pytest.fixture
-    def target(self, s3_bucket: dict[str, Any]) -> FilesystemTarget:
-        return FilesystemTarget(s3_bucket["fs"], f"{s3_bucket['bucket']}/archive", part_size=5 * 1024 * 1024)
+    def target(self, s3_bucket: dict[str, Any]) -> Any:
+        return _kind_target("s3", {**s3_bucket["credentials"], "bucket": s3_bucket["bucket"], "prefix": "archive",
+                                   "chunk_size_mb": 5})
 
     @pytest.fixture
-    def broken(self, s3_bucket: dict[str, Any]) -> FilesystemTarget:
-        return FilesystemTarget(s3_bucket["fs"], f"no-such-bucket-{s3_bucket['bucket']}/archive")
+    def broken(self, s3_bucket: dict[str, Any]) -> Any:
+        return _kind_target("s3", {**s3_bucket["credentials"], "bucket": f"no-such-bucket-{s3_bucket['bucket']}",
+                                   "prefix": "archive"})
 
     def landed(self, target: Any, relative_path: str) -> bytes | None:
-        path = f"{target.root}/{relative_path}"
+        path = f"{target.target.root}/{relative_path}"
         try:
-            return bytes(target.fs.cat_file(path))
+            return bytes(target.target.fs.cat_file(path))
         except (FileNotFoundError, OSError):
             return None
 
     def names(self, target: Any) -> list[str]:
-        target.fs.invalidate_cache()
+        target.target.fs.invalidate_cache()
         try:
-            return sorted(p.removeprefix(f"{target.root}/") for p in target.fs.find(target.root))
+            return sorted(p.removeprefix(f"{target.target.root}/") for p in target.target.fs.find(target.target.root))
         except FileNotFoundError:  # the broken target's bucket does not exist
             return []
 
 
 class TestSftp(TargetContract):
     @staticmethod
-    def _open(sftp_server: dict[str, Any], user: str, tmp_path: Path) -> FilesystemTarget:
-        config = SftpDestinationConfig(host=sftp_server["host"], port=sftp_server["port"], username=user,
-                                       password="sftp-pass-123", path=f"/{tmp_path.name}",
-                                       known_hosts=sftp_server["known_hosts"])
-        return FilesystemTarget(open_sftp(config), f"/{tmp_path.name}")
+    def _open(sftp_server: dict[str, Any], user: str, tmp_path: Path) -> Any:
+        return _kind_target("sftp", {"host": sftp_server["host"], "port": sftp_server["port"], "username": user,
+                                     "password": "sftp-pass-123", "path": f"/{tmp_path.name}",
+                                     "known_hosts": sftp_server["known_hosts"]})
 
     @pytest.fixture
-    def target(self, sftp_server: dict[str, Any], tmp_path: Path) -> FilesystemTarget:
+    def target(self, sftp_server: dict[str, Any], tmp_path: Path) -> Any:
         return self._open(sftp_server, "loader", tmp_path)
 
     @pytest.fixture
-    def broken(self, sftp_server: dict[str, Any], tmp_path: Path) -> FilesystemTarget:
+    def broken(self, sftp_server: dict[str, Any], tmp_path: Path) -> Any:
         return self._open(sftp_server, "flaky", tmp_path)  # writes fail past 1 MB, like a full disk
 
     def landed(self, target: Any, relative_path: str) -> bytes | None:
-        path = f"{target.root}/{relative_path}"
-        return bytes(target.fs.cat_file(path)) if target.fs.exists(path) else None
+        path = f"{target.target.root}/{relative_path}"
+        return bytes(target.target.fs.cat_file(path)) if target.target.fs.exists(path) else None
 
     def names(self, target: Any) -> list[str]:
-        if not target.fs.exists(target.root):
+        if not target.target.fs.exists(target.target.root):
             return []
-        return sorted(p.removeprefix(f"{target.root}/") for p in target.fs.find(target.root))
+        return sorted(p.removeprefix(f"{target.target.root}/") for p in target.target.fs.find(target.target.root))
 
 
 class TestRest(TargetContract):
     @pytest.fixture
-    def target(self, upload_server: Any) -> RestTarget:
+    def target(self, upload_server: Any) -> Any:
         self.server = upload_server
-        config = RestApiDestinationConfig.model_validate({"url": upload_server.url, "retry_backoff_seconds": 0})
-        return RestTarget(config, requests.Session())
+        return _kind_target("rest_api", {"url": upload_server.url, "retry_backoff_seconds": 0})
 
     @pytest.fixture
-    def broken(self, upload_server: Any) -> RestTarget:
+    def broken(self, upload_server: Any) -> Any:
         self.server = upload_server
         upload_server.answers = [(503, {})] * 3
-        config = RestApiDestinationConfig.model_validate({"url": upload_server.url, "retry_backoff_seconds": 0})
-        return RestTarget(config, requests.Session())
+        return _kind_target("rest_api", {"url": upload_server.url, "retry_backoff_seconds": 0})
 
     def landed(self, target: Any, relative_path: str) -> bytes | None:
         accepted = [u["files"]["file"] for u in self.server.uploads if 200 <= u["status"] < 300]

@@ -17,7 +17,7 @@ from tests.awkward import AWKWARD_ROWS
 @pytest.fixture
 def make_connector(config_store: str) -> Callable[..., int]:
     """Register a defined source, a defined destination and a connector; return the connector id."""
-    from flows import catalog
+    from flows.store import catalog
 
     def make(
         source_type: str,

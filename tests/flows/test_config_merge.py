@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from flows.config_merge import deep_merge
+from flows.store.config_merge import deep_merge
 
 
 def test_nested_keys_merge_and_override_wins() -> None:

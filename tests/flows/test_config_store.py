@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from flows.config_store import init_db, migrations
+from flows.store.config_store import init_db, migrations
 
 # Appendix A of the spec (and the columns for the other three tables): the backend writes
 # these with plain SQL, so names and types must match exactly.

@@ -9,9 +9,9 @@ import pytest
 
 from cai_common import ConnectorConfigError, UnknownTypeError
 from dlt_destinations.postgres import PostgresDestinationConfig
-from dlt_sources.filesystem import S3SourceConfig
-from flows import catalog
-from flows.connector_config import ConnectorConfig, read_connector_config
+from dlt_sources.s3 import S3SourceConfig
+from flows.store import catalog
+from flows.store.connector_config import ConnectorConfig, read_connector_config
 
 FOLDER = {"path": "/data/incoming", "file_pattern": "*.csv"}
 PG = {"host": "warehouse.example", "database": "dw", "username": "loader", "password": "pw-123", "schema": "raw"}

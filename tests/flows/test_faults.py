@@ -15,7 +15,7 @@ import pytest
 
 from cai_common import ConnectorRunFailed
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run
+from flows.store.run_records import get_run
 from tests.netfaults import CuttingProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

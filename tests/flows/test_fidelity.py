@@ -18,8 +18,8 @@ import pytest
 
 from cai_common import ConnectorRunFailed
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.load_csv import load_csv
-from flows.run_records import get_run
+from flows.paths.load_csv import load_csv
+from flows.store.run_records import get_run
 from tests.corpus import COLUMNS, CSV_TYPES, column_types, create_corpus, excel_csv, mismatches, psql_copy_out
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

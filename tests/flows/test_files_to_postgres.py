@@ -17,7 +17,7 @@ from psycopg import sql
 
 from cai_common import ConnectorRunFailed
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run
+from flows.store.run_records import get_run
 from tests.awkward import AWKWARD_HEADER, AWKWARD_ROWS, awkward_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

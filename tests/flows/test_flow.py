@@ -15,9 +15,9 @@ import pytest
 from psycopg import sql
 
 from cai_common import ConnectorRunFailed
-from flows import data_paths
+from flows import paths as data_paths
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run, list_runs
+from flows.store.run_records import get_run, list_runs
 from tests.awkward import AWKWARD_ROWS, awkward_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -194,7 +194,7 @@ def test_a_crash_inside_the_data_path_still_closes_the_record(
     def crash(connector: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(data_paths.DATA_PATHS, ("filesystem", "postgres"), crash)
+    monkeypatch.setattr(data_paths, "files_to_table", crash)
     connector_id = make_connector("filesystem", {"path": str(incoming)}, "postgres", warehouse)
     record = _failed(connector_id)
     assert "RuntimeError: disk on fire" in record["log_summary"]
@@ -227,7 +227,7 @@ def test_an_interrupt_still_closes_the_record_as_failed(
     def interrupted(connector: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(data_paths.DATA_PATHS, ("filesystem", "postgres"), interrupted)
+    monkeypatch.setattr(data_paths, "files_to_table", interrupted)
     connector_id = make_connector("filesystem", {"path": str(incoming)}, "postgres", warehouse)
     with pytest.raises(BaseException) as caught:  # noqa: PT011 - Prefect may wrap the interrupt
         run_connector_pipeline(connector_id)
@@ -248,10 +248,10 @@ def test_a_second_run_of_a_connector_waits_for_the_first_and_a_killed_holder_fre
     import sys
     import time
 
-    from flows.concurrency import RUN_LOCK_NAMESPACE, one_run_per_connector
+    from flows.orchestration.concurrency import RUN_LOCK_NAMESPACE, one_run_per_connector
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom flows.concurrency import one_run_per_connector\n"
+        [sys.executable, "-c", "import sys, time\nfrom flows.orchestration.concurrency import one_run_per_connector\n"
          "with one_run_per_connector(424242, url=sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n",
          config_store], stdout=subprocess.PIPE, text=True, env={**os.environ})
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flows.heartbeat import beat, heartbeat, sweep_stale_runs
-from flows.run_records import create_run_record, get_run
+from flows.orchestration.heartbeat import beat, heartbeat, sweep_stale_runs
+from flows.store.run_records import create_run_record, get_run
 
 
 def test_the_sweep_closes_only_runs_whose_heartbeat_went_stale(

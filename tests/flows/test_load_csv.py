@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from flows.load_csv import split_location
+from flows.paths.load_csv import split_location
 from tests.awkward import AWKWARD_ROWS, awkward_csv
 from tests.flows.test_cli import CAI
 

@@ -20,8 +20,9 @@ from typing import Any
 import psutil
 import pytest
 
-from flows import catalog, trigger
-from flows.run_records import find_run_by_flow_run, get_run
+from flows.orchestration import trigger
+from flows.store import catalog
+from flows.store.run_records import find_run_by_flow_run, get_run
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ import pytest
 from cai_common import ConnectorConfigError, ConnectorRunFailed
 from dlt_sources.sql_database import SqlDatabaseSourceConfig, csv_file_name
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run
+from flows.store.run_records import get_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 

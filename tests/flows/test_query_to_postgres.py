@@ -11,7 +11,7 @@ import pytest
 from cai_common import ConnectorRunFailed
 from dlt_sources.sql_database import QueryReport, SqlDatabaseSourceConfig, query_batches
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run
+from flows.store.run_records import get_run
 from tests.awkward import AWKWARD_ROWS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from flows import catalog
-from flows.config_store import init_db
 from flows.dlt_pipeline_flow import run_connector_pipeline
+from flows.store import catalog
+from flows.store.config_store import init_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -143,7 +143,8 @@ def test_upgrading_from_connector_id_pipelines_loads_nothing_twice(
     schema_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Earlier versions named every pipeline `connector_<id>`: the first run after upgrading adopts its ledger."""
-    from flows import paths_postgres, paths_transfers
+    from flows.paths import tables as paths_postgres
+    from flows.paths import transfers as paths_transfers
 
     (incoming / "labs.csv").write_text("id,value\n1,2.5\n2,3.75\n")
     loader = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},

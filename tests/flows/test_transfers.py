@@ -12,7 +12,7 @@ import pytest
 
 from cai_common import ConnectorRunFailed
 from flows.dlt_pipeline_flow import run_connector_pipeline
-from flows.run_records import get_run
+from flows.store.run_records import get_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -236,7 +236,7 @@ def test_a_transfer_process_never_imports_the_csv_or_query_readers() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, flows.dlt_pipeline_flow, flows.paths_transfers; "
+    code = ("import sys, flows.dlt_pipeline_flow, flows.paths.transfers; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'connectorx', 'polars'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -1,0 +1,33 @@
+"""The `sftp` destination kind: a directory on an SFTP server (TrueNAS), host key verified."""
+
+from __future__ import annotations
+
+from cai_common.kinds import DestinationKind, Probe
+from dlt_destinations.sftp.configuration import SftpDestinationConfig
+from dlt_destinations.writer import FileTarget
+
+
+def file_target(config: SftpDestinationConfig) -> FileTarget:
+    """The directory over sshfs; a dropped session's partial file is removed over a new one."""
+    from dlt_destinations.sftp.client import open_sftp
+
+    return FileTarget("sftp", open_sftp(config), config.path.rstrip("/") or "/", atomic_rename=config.atomic_rename,
+                      reopen=lambda: open_sftp(config))
+
+
+def probe(config: SftpDestinationConfig) -> Probe:
+    """The server accepts the login with a known host key; the directory exists or will be created."""
+
+    def check() -> str:
+        from dlt_destinations.sftp.client import open_sftp
+
+        fs = open_sftp(config)
+        return "login OK, " + ("directory present" if fs.exists(config.path) else "directory will be created")
+
+    return Probe(f"sftp://{config.username}@{config.host}:{config.port}{config.path}", check)
+
+
+KIND = DestinationKind(
+    code="sftp", config=SftpDestinationConfig, accepts=frozenset({"files"}), description="SFTP server directory",
+    aliases=("truenas",), probe=probe, file_target=file_target,
+)

@@ -1,0 +1,273 @@
+"""The one way a file is written to a destination: streamed, verified, never visible half-written.
+
+Bytes move in `CHUNK` pieces (memory stays flat whatever the size) while a SHA-256 is computed. The
+copy is verified before it gets its final name: size always, and with `verify="hash"` the
+destination is read back and hashed. Filesystems with rename get a hidden temp name
+(`.<name>.<32 hex>.tmp`) and a rename; local folders fsync first, and may hard-link a file the
+caller owns. Object stores (`FileTarget.object_store`) get a multipart upload that is aborted on
+failure and visible only once complete. A kind may offer a server-side copy (`copy_within`).
+
+What a kind contributes is declared on its `FileTarget`; this module names no kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fsspec import AbstractFileSystem
+
+# Reads: 4 MB pieces. Measured moving 300 MB from S3 (moto) to a folder, peak RSS over the imports
+# was +46 MB with 8 MB reads, +29 MB with 4 MB, +21 MB with 2 MB; 4 MB keeps ranged GETs few.
+CHUNK = 4 * 1024 * 1024
+# Object-store writes: 8 MB multipart parts unless the destination says otherwise.
+PART_SIZE = 8 * 1024 * 1024
+
+
+class UnsafePathError(ValueError):
+    """A relative path that would leave its destination root (``..``, an absolute path)."""
+
+
+class VerificationError(OSError):
+    """The destination does not hold what was sent (size or content hash differs)."""
+
+
+def safe_join(root: str, relative: str) -> str:
+    """``root/relative``, refusing any ``relative`` that would land outside ``root``."""
+    if relative.startswith("/") or "\\" in relative:
+        raise UnsafePathError(f"`{relative}` must be a relative path under `{root}`")
+    normal = posixpath.normpath(relative)
+    if normal in ("", ".") or normal == ".." or normal.startswith("../"):
+        raise UnsafePathError(f"`{relative}` would escape `{root}`")
+    return f"{root.rstrip('/')}/{normal}"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a local file, read in `CHUNK` pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_read(fs: AbstractFileSystem, path: str) -> Any:
+    """Open for streaming reads: the filesystem's `open_stream` when its kind offers one (one request
+    per object), else its own `open` (SFTP servers cap a read's size; sshfs negotiates it)."""
+    stream = getattr(fs, "open_stream", None)
+    return stream(path) if stream is not None else fs.open(path, "rb")
+
+
+def _is_local(fs: AbstractFileSystem) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """What landed: bytes, the content's SHA-256 (None after a server-side copy or a link) and how it was checked."""
+
+    bytes: int
+    sha256: str | None
+    verified: str
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """Where a file destination writes, and how (declared by its kind).
+
+    Attributes:
+        name: the dlt destination's name.
+        fs, root: the fsspec filesystem and the folder (or bucket/prefix) under it.
+        object_store: uploads appear whole when they complete: no temp name, no folders to create.
+        atomic_rename: write a temp name, then rename; False writes in place (servers that cannot rename).
+        part_size: multipart part size on an object store.
+        multipart_above: object stores upload files up to this size in one request.
+        reopen: a new connection, to remove a partial file when the session that wrote it dropped.
+        copy_within: a server-side copy ``(src_fs, src_path, final_path) -> bool`` (False: not possible).
+    """
+
+    name: str
+    fs: AbstractFileSystem
+    root: str
+    object_store: bool = False
+    atomic_rename: bool = True
+    part_size: int = PART_SIZE
+    multipart_above: int | None = None
+    reopen: Callable[[], AbstractFileSystem] | None = None
+    copy_within: Callable[[AbstractFileSystem, str, str], bool] | None = None
+
+    def location(self) -> str:
+        """The root's URL."""
+        return str(self.fs.unstrip_protocol(self.root))
+
+
+def temp_name(final_path: str) -> str:
+    """The hidden name a file is written under before it is renamed into place."""
+    parent = posixpath.dirname(final_path)
+    return f"{parent}/.{posixpath.basename(final_path)}.{uuid.uuid4().hex}.tmp"
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{32}\.tmp$")
+
+
+@dataclass
+class DebrisSweeper:
+    """Removes temp files dropped sessions left (`.<name>.<32 hex>.tmp`) before a file is written again.
+
+    One listing per directory per run, not one per file: a directory of thousands of files is
+    listed once. Only the temp files of the name about to be written are removed, so another
+    connector's transfer into the same directory keeps its own.
+    """
+
+    fs: AbstractFileSystem
+    _temps: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def clear_for(self, final_path: str) -> list[str]:
+        """Remove the leftover temp files of ``final_path``; returns their paths."""
+        parent, name = posixpath.dirname(final_path), posixpath.basename(final_path)
+        if parent not in self._temps:
+            try:
+                listing = self.fs.ls(parent, detail=False) if self.fs.isdir(parent) else []
+            except FileNotFoundError:
+                listing = []
+            by_name: dict[str, list[str]] = {}
+            for path in listing:
+                found = _TEMP.match(posixpath.basename(str(path).rstrip("/")))
+                if found:
+                    by_name.setdefault(found["name"], []).append(str(path))
+            self._temps[parent] = by_name
+        removed = []
+        for path in self._temps[parent].pop(name, []):
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path)
+                removed.append(path)
+        return removed
+
+
+def _remove_partial(fs: AbstractFileSystem, path: str, reopen: Callable[[], AbstractFileSystem] | None) -> None:
+    """Remove what a failed write left at ``path``; over a fresh connection when the first one dropped."""
+    connections: list[Callable[[], AbstractFileSystem]] = [lambda: fs, *([reopen] if reopen else [])]
+    for connect in connections:
+        try:
+            current = connect()
+            if current.exists(path):
+                current.rm(path)
+            return
+        except Exception:  # the session is gone: try a new one; temp names left are removed next run
+            continue
+
+
+def _link(source: str, target: str) -> bool:
+    """Hard-link a local file into place (same filesystem); False when it must be copied instead."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
+
+
+def write_file(
+    src_fs: AbstractFileSystem, src_path: str, target: FileTarget, final_path: str, *,
+    verify: Literal["hash", "size"] = "hash", link: bool = False,
+) -> Transferred:
+    """Copy ``src_path`` to ``final_path`` on the target; on any failure nothing is left under the final name.
+
+    Args:
+        verify: ``hash`` reads the destination back and compares SHA-256s; ``size`` compares sizes only.
+        link: hard-link instead of copying when both sides are one local disk. Only for a source the
+            caller owns and will delete (an export): both names share the same bytes.
+
+    Raises:
+        VerificationError: the destination's size or hash differs (the copy is removed).
+    """
+    dst_fs = target.fs
+    expected = src_fs.size(src_path)
+    parent = posixpath.dirname(final_path)
+    if parent and not target.object_store:  # on an object store a prefix needs no folder
+        dst_fs.makedirs(parent, exist_ok=True)
+    if target.copy_within is not None and target.copy_within(src_fs, src_path, final_path):
+        stored = dst_fs.size(final_path)
+        if stored != expected:
+            dst_fs.rm(final_path)
+            raise VerificationError(f"`{final_path}`: server-side copy holds {stored} bytes of {expected}")
+        return Transferred(stored, None, "size (server-side copy)")
+    local = _is_local(dst_fs)
+    rename = target.atomic_rename and not target.object_store
+    temp = temp_name(final_path) if rename else final_path
+    if link and local and rename and _is_local(src_fs) and _link(src_path, temp):
+        return _finish_link(dst_fs, temp, final_path, expected)
+    digest = hashlib.sha256()
+    size = 0
+    if target.object_store:
+        single = target.multipart_above is not None and expected <= target.multipart_above
+        # s3fs-like writers upload in one request below one block: size the block accordingly.
+        out = dst_fs.open(temp, "wb", block_size=max(target.part_size, expected + 1) if single else target.part_size)
+    else:
+        out = dst_fs.open(temp, "wb")
+    try:
+        with open_read(src_fs, src_path) as source:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        out.close()
+        stored = dst_fs.size(temp)
+        if stored != size or size != expected:
+            raise VerificationError(f"`{final_path}`: stored {stored} bytes, read {size}, source has {expected}")
+        if verify == "hash" and _sha256_of(dst_fs, temp) != digest.hexdigest():
+            raise VerificationError(f"`{final_path}`: content hash differs from the source's")
+        if local:
+            with open(temp, "rb") as f:  # the bytes reach the disk (or NFS server) before the name
+                os.fsync(f.fileno())
+        if temp != final_path:
+            dst_fs.mv(temp, final_path)
+    except BaseException:
+        if not out.closed:
+            discard = getattr(out, "discard", None)
+            if target.object_store and discard is not None:
+                try:
+                    discard()  # aborts the multipart upload: nothing is committed
+                except Exception:  # the endpoint is gone too: the store expires the upload by its rules
+                    pass
+                finally:
+                    # Never flushed again: an unclosed upload flushes its buffer when garbage-collected,
+                    # at interpreter exit too, where a dead link would hold the process for good.
+                    out.closed = True
+            else:
+                with contextlib.suppress(Exception):  # the temp name is removed just below
+                    out.close()
+        if not target.object_store:
+            _remove_partial(dst_fs, temp, target.reopen)
+        raise
+    return Transferred(size, digest.hexdigest(), verify)
+
+
+def _finish_link(fs: AbstractFileSystem, temp: str, final_path: str, expected: int) -> Transferred:
+    """A hard link in place: fsync, check the size, rename (removing the link on any failure)."""
+    try:
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        stored = fs.size(temp)
+        if stored != expected:
+            raise VerificationError(f"`{final_path}`: stored {stored} bytes of {expected}")
+        fs.mv(temp, final_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return Transferred(expected, None, "size (hard link)")
+
+
+def _sha256_of(fs: AbstractFileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with open_read(fs, path) as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

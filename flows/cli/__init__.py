@@ -1,0 +1,280 @@
+"""The `cai` command line: set up the config store, run connectors, inspect runs, run the demo."""
+
+from __future__ import annotations
+
+import os
+
+# Prefect's first temporary server takes 12-27 s to start on a 2-core box (STACK.md); its default
+# 20 s timeout would fail the very first `cai run`.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from cai_common import explain, mask_secrets  # noqa: E402
+
+app = typer.Typer(help="Run Clinical AI data connectors (dlt pipelines orchestrated by Prefect).", no_args_is_help=True)
+console = Console()
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    return table
+
+
+def _shorten(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _run(connector_id: int) -> dict[str, Any]:
+    """Run the flow in this process and return its result dict, failed or not."""
+    from cai_common import ConnectorRunFailed
+    from flows.dlt_pipeline_flow import run_connector_pipeline
+
+    try:
+        return run_connector_pipeline(connector_id)
+    except ConnectorRunFailed as exc:
+        return exc.result
+
+
+def _print_result(result: dict[str, Any], seconds: float) -> None:
+    colour = "green" if result["status"] == "success" else "red"
+    console.print(f"[{colour}]{result['status']}[/{colour}] run {result.get('run_id')} of connector "
+                  f"{result.get('connector_id')}: {result.get('rows_ingested')} rows in {seconds:.1f} s")
+    console.print(result.get("log_summary") or "")
+    inspect = (result.get("metrics") or {}).get("inspect")
+    if inspect and inspect not in (result.get("log_summary") or ""):
+        console.print(f"inspect: {inspect}")
+
+
+@app.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the config-store schema (idempotent)."""
+    from flows.store.config_store import database_url
+    from flows.store.config_store import init_db as apply
+
+    applied = apply()
+    where = mask_secrets(database_url())
+    console.print(f"applied {', '.join(applied)} on {where}" if applied else f"schema already current on {where}")
+
+
+@app.command()
+def run(connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")]) -> None:
+    """Run one connector now; exit code 0 on success, 1 on failure."""
+    started = time.monotonic()
+    result = _run(connector_id)
+    _print_result(result, time.monotonic() - started)
+    raise typer.Exit(0 if result["status"] == "success" else 1)
+
+
+@app.command()
+def runs(
+    connector: Annotated[int | None, typer.Option(help="only this connector's runs")] = None,
+    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+) -> None:
+    """Recent runs, newest first."""
+    from flows.store.run_records import list_runs
+
+    rows = list_runs(connector, limit)
+    columns = ["id", "connector_id", "status", "started_at", "finished_at", "rows_ingested", "log_summary"]
+    console.print(_table("connector runs", rows, columns))
+
+
+@app.command()
+def connectors() -> None:
+    """Connectors with their source and destination types."""
+    from flows.store.catalog import list_connectors
+
+    columns = ["id", "name", "source_name", "source_type", "destination_name", "destination_type"]
+    console.print(_table("connectors", list_connectors(), columns))
+
+
+@app.command("load-csv")
+def load_csv(
+    location: Annotated[str, typer.Argument(help="a CSV file, a folder, a glob, or s3://bucket/prefix/*.csv")],
+    to: Annotated[str | None, typer.Option(help="target database URL; default: the config store's")] = None,
+    schema: Annotated[str, typer.Option(help="target schema")] = "public",
+    table: Annotated[str | None, typer.Option(help="one table for every file; default: a table per file")] = None,
+    replace: Annotated[bool, typer.Option(help="reload every file, replacing the tables")] = False,
+    column: Annotated[list[str] | None, typer.Option(
+        help="pin a column's PostgreSQL type instead of inferring it, e.g. mrn:text or dose:numeric(10,3); repeatable",
+    )] = None,
+) -> None:
+    """Load CSV files into PostgreSQL (no connector needed); re-runs load only new or changed files."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from dlt_sources.filesystem import BadFilesError
+    from flows.paths import load_csv as loader
+    from flows.store.config_store import database_url
+
+    dsn = to or database_url()
+    started = time.monotonic()
+    try:
+        pinned = loader.pinned_columns(column or [])
+        files, size = loader.matched_bytes(loader.source_for(location, replace, pinned))
+        columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"{files} file(s)", total=size or None)
+            outcome = loader.load_csv(location, dsn, schema, table, replace,
+                                      progress=lambda n: bar.advance(task, n), columns=pinned)
+    except BadFilesError as exc:
+        console.print(_table("files", [f.as_dict() for f in exc.failures], ["file_url", "table", "status", "error"]))
+        console.print(f"[red]failed[/red]: {mask_secrets(str(exc), [dsn])}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # a person reads this: one clear line, secrets masked
+        console.print(f"[red]failed[/red]: {mask_secrets(explain(exc), [dsn])}")
+        raise typer.Exit(1) from None
+    report = outcome.metrics.get("files") or []
+    console.print(_table("files", report, ["file_url", "table", "rows", "status", "error"]))
+    console.print(f"{outcome.summary} in {time.monotonic() - started:.1f} s")
+    raise typer.Exit(1 if any(f["status"] == "failed" for f in report) else 0)
+
+
+@app.command("stop-db")
+def stop_db() -> None:
+    """Stop the embedded PostgreSQL server (it keeps running between commands to start instantly)."""
+    from flows.store.embedded import data_dir, stop_embedded_server
+
+    stopped = stop_embedded_server()
+    pgdata = data_dir() / "pgdata"
+    console.print(f"stopped the embedded server in {pgdata}" if stopped else "no embedded server running")
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(help="patients in the sample (encounters and labs follow)")] = 200,
+) -> None:
+    """Set up the schema, write sample clinical CSVs, register a folder -> Postgres connector and run it."""
+    from flows.cli import sample as demo_mod
+    from flows.store.config_store import database_url
+    from flows.store.config_store import init_db as apply
+    from flows.store.embedded import data_dir
+    from flows.store.run_records import get_run
+
+    started = time.monotonic()
+    console.print(f"config store: {mask_secrets(database_url())}")
+    apply()
+    folder = data_dir() / "demo" / "incoming"
+    written = demo_mod.write_sample_csvs(folder, patients=patients)
+    console.print(f"wrote {sum(written.values())} rows of sample CSVs to {folder}")
+    connector_id = demo_mod.ensure_demo_connector(folder)
+    result = _run(connector_id)
+    _print_result(result, time.monotonic() - started)
+    record = get_run(result["run_id"]) if result.get("run_id") else None
+    if record:
+        fields = [{"column": k, "value": _shorten(v)} for k, v in record.items()]
+        console.print(_table("run record (cai_connector_runs)", fields, ["column", "value"]))
+    counts = demo_mod.table_counts(demo_mod.DEMO_SCHEMA, list(written))
+    console.print(_table(f"rows in {demo_mod.DEMO_SCHEMA}",
+                         [{"table": t, "csv rows": written[t], "rows in table": counts[t]} for t in written],
+                         ["table", "csv rows", "rows in table"]))
+    raise typer.Exit(0 if result["status"] == "success" and counts == written else 1)
+
+
+@app.command()
+def deploy() -> None:
+    """Create or update the Prefect deployment (pool `default`) and one schedule per connector cron."""
+    from flows.orchestration.deployment import DEPLOYMENT, FLOW_NAME, WORK_POOL
+    from flows.orchestration.deployment import deploy as apply
+
+    done = apply()
+    if done.created_pool:
+        console.print(f"created work pool `{WORK_POOL}` (process)")
+    console.print(f"deployment {done.deployment_id}: {FLOW_NAME}/{DEPLOYMENT} on pool `{WORK_POOL}`", soft_wrap=True)
+    rows = [{"connector_id": cid, "cron (UTC)": cron} for cid, cron in done.schedules.items()]
+    console.print(_table("schedules", rows, ["connector_id", "cron (UTC)"]) if rows else "no schedules")
+
+
+@app.command()
+def schedule(
+    connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")],
+    cron: Annotated[str | None, typer.Argument(help="cron expression in UTC, e.g. '0 2 * * *'")] = None,
+    clear: Annotated[bool, typer.Option(help="remove the connector's schedule")] = False,
+) -> None:
+    """Set or clear a connector's cron (the `schedule` column); `cai deploy` applies it to Prefect."""
+    from flows.store.catalog import set_schedule
+
+    if (cron is None) == (not clear):
+        console.print("[red]give a cron expression or --clear[/red]")
+        raise typer.Exit(2)
+    try:
+        set_schedule(connector_id, None if clear else cron)
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"connector {connector_id}: " + ("schedule cleared" if clear else f"cron `{cron}` (UTC)")
+                  + "; run `cai deploy` to apply it")
+
+
+@app.command()
+def trigger(
+    connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")],
+    wait: Annotated[bool, typer.Option(help="wait for the run to end and print its outcome")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 3600,
+) -> None:
+    """Start a run on the workers, exactly as the backend does (POST .../create_flow_run)."""
+    from flows.orchestration import trigger as api
+    from flows.store.run_records import find_run_by_flow_run
+
+    try:
+        flow_run_id = api.trigger(connector_id)
+        console.print(f"flow run {flow_run_id} created for connector {connector_id}")
+        if not wait:
+            return
+        state = (api.wait(flow_run_id, timeout).get("state") or {})
+    except (LookupError, RuntimeError, TimeoutError, OSError) as exc:  # requests' errors are OSErrors
+        console.print(f"[red]failed[/red]: {mask_secrets(str(exc))}")
+        raise typer.Exit(1) from None
+    record = find_run_by_flow_run(flow_run_id)
+    if record is None:
+        console.print(f"[red]{state.get('type')}[/red]: no run record ({state.get('message') or ''})")
+        raise typer.Exit(1)
+    colour = "green" if record["status"] == "success" else "red"
+    console.print(f"[{colour}]{record['status']}[/{colour}] run {record['id']}: {record['rows_ingested']} rows; "
+                  f"Prefect state {state.get('type')}")
+    console.print(record.get("log_summary") or "")
+    raise typer.Exit(0 if record["status"] == "success" else 1)
+
+
+@app.command()
+def worker(
+    limit: Annotated[int | None, typer.Option(help="most flow runs this worker runs at once")] = None,
+    name: Annotated[str | None, typer.Option(help="worker name (default: Prefect's)")] = None,
+) -> None:
+    """Start a process worker on pool `default` (wraps `prefect worker start`); Ctrl-C stops it."""
+    import sys
+
+    from flows.orchestration.deployment import WORK_POOL
+
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    if name:
+        command += ["--name", name]
+    os.execv(sys.executable, command)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the config DB, the Prefect API and every connector's source and destination."""
+    from flows.orchestration.doctor import run_checks
+
+    checks = run_checks()
+    console.print(_table("cai doctor", [c.as_row() for c in checks], ["check", "target", "status", "detail"]))
+    failed = [c for c in checks if not c.ok]
+    warned = [c for c in checks if c.ok and c.warn]
+    console.print(f"[red]{len(failed)} check(s) failed[/red]" if failed else "[green]all checks passed[/green]")
+    if warned:
+        console.print(f"[yellow]{len(warned)} warning(s)[/yellow]")
+    raise typer.Exit(1 if failed else 0)

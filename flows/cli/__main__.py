@@ -1,0 +1,5 @@
+"""`python -m flows.cli`: the same commands as `cai`."""
+
+from flows.cli import app
+
+app()

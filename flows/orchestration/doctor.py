@@ -1,0 +1,114 @@
+"""Health checks: the config DB, the Prefect API, and every connector's source and destination.
+
+Each check answers OK, WARN or FAIL with a reason, secrets masked. Each kind says how it is
+probed (its `KIND.probe`: a login accepted, a bucket or folder listed, a host key verified, an
+endpoint answering); nothing is written anywhere. The doctor also runs the stale-run sweep (runs
+whose worker stopped responding).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cai_common import mask_secrets
+from cai_common.kinds import Caution
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    check: str
+    target: str
+    ok: bool
+    detail: str
+    warn: bool = False
+    """Works, but something needs a person's attention (a source login that can write)."""
+
+    def as_row(self) -> dict[str, str]:
+        status = "FAIL" if not self.ok else "WARN" if self.warn else "OK"
+        return {"check": self.check, "target": self.target, "status": status, "detail": self.detail}
+
+
+def _probe(check: str, target: str, probe: Callable[[], str], secrets: Sequence[str] = ()) -> Check:
+    started = time.monotonic()
+    try:
+        detail = probe()
+        return Check(check, mask_secrets(target, secrets), True,
+                     mask_secrets(f"{detail} ({(time.monotonic() - started) * 1000:.0f} ms)", secrets),
+                     warn=isinstance(detail, Caution))
+    except Exception as exc:
+        return Check(check, mask_secrets(target, secrets), False,
+                     mask_secrets(f"{type(exc).__name__}: {exc}".strip(), secrets)[:300])
+
+
+def connector_checks(url: str | None = None) -> list[Check]:
+    """Source and destination checks for every connector (a config that does not parse is a FAIL)."""
+    from dlt_destinations import DESTINATIONS
+    from dlt_sources import SOURCES
+    from flows.store.catalog import list_connectors
+    from flows.store.connector_config import ConnectorConfig, read_connector_config
+
+    checks = []
+    for row in list_connectors(url):
+        label = f"connector {row['id']} ({row['name']})"
+        try:
+            connector = ConnectorConfig.from_dict(read_connector_config(int(row["id"]), url))
+        except Exception as exc:
+            checks.append(Check(f"{label} config", "", False, mask_secrets(str(exc))[:300]))
+            continue
+        secrets = connector.secret_values()
+        for side, registry, kind, config in (
+            ("source", SOURCES, connector.source_type, connector.source),
+            ("destination", DESTINATIONS, connector.destination_type, connector.destination),
+        ):
+            try:
+                probe = registry.kind(kind).probe(config)
+            except Exception as exc:
+                checks.append(Check(f"{label} {side}", "", False, mask_secrets(str(exc), secrets)))
+                continue
+            checks.append(_probe(f"{label} {side} ({kind})", probe.target, probe.check, secrets))
+    return checks
+
+
+def run_checks(url: str | None = None) -> list[Check]:
+    """Every check, in order: config DB, stale runs, Prefect API and deployment, then the connectors."""
+    from cai_common.probes import postgres_version
+    from flows.orchestration.heartbeat import sweep_stale_runs
+    from flows.store.config_store import database_url
+
+    dsn = url or database_url()
+    checks = [_probe("config database", dsn, lambda: postgres_version(dsn))]  # URL passwords are always masked
+    if checks[0].ok:
+        def sweep() -> str:
+            closed = sweep_stale_runs(dsn)
+            listed = ", ".join(f"run {r['id']} (connector {r['connector_id']})" for r in closed)
+            return f"closed {len(closed)} run(s) of dead workers as failed: {listed}" if closed else "none"
+        checks.append(_probe("stale runs", "cai_connector_runs", sweep))
+    checks.extend(prefect_checks())
+    if checks[0].ok:
+        checks.extend(connector_checks(dsn))
+    return checks
+
+
+def prefect_checks() -> list[Check]:
+    """The Prefect API answers, and the deployment exists on it."""
+
+    from flows.orchestration import trigger
+
+    try:
+        api = trigger.api_url()
+    except Exception as exc:
+        return [Check("prefect api", "PREFECT_API_URL", False, str(exc))]
+
+    def health() -> str:
+        response = trigger.call("GET", f"{api}/health")
+        response.raise_for_status()
+        return f"HTTP {response.status_code}"
+
+    checks = [_probe("prefect api", api, health)]
+    if checks[0].ok:
+        checks.append(_probe("prefect deployment", api, lambda: f"id {trigger.deployment_id(api)}"))
+    return checks

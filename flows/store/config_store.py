@@ -1,0 +1,73 @@
+"""The config-store database: where to find it, how to connect, and its versioned migrations."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+
+import psycopg
+from psycopg.rows import dict_row
+
+from flows.store.embedded import embedded_database_url
+
+UTC_NOW = "(now() AT TIME ZONE 'UTC')"
+"""The time to store in the spec's `timestamp without time zone` columns: UTC, whatever the session's
+TimeZone (PGTZ, a role's or database's setting), so every writer and the sweep agree."""
+
+# Any constant works: it only serialises concurrent `init-db`s against one database.
+_MIGRATION_LOCK = 0x6361_6900
+
+
+def database_url() -> str:
+    """`DATABASE_URL`, or the embedded server's URL when it is not set."""
+    return os.environ.get("DATABASE_URL") or embedded_database_url()
+
+
+def connect(url: str | None = None) -> psycopg.Connection[dict]:
+    """A new connection to the config store, returning rows as dicts."""
+    return psycopg.connect(url or database_url(), row_factory=dict_row, connect_timeout=10)
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(version, sql) of every migration shipped in the package, in order."""
+    files = resources.files("flows.store") / "migrations"
+    return sorted((f.name.removesuffix(".sql"), f.read_text()) for f in files.iterdir() if f.name.endswith(".sql"))
+
+
+def init_db(url: str | None = None) -> list[str]:
+    """Create or upgrade the config-store schema; safe to run any number of times.
+
+    Then seeds the lookup codes of every registered kind (`seed_lookup_codes`).
+
+    Returns:
+        The versions applied by this call (empty when the schema was already current).
+    """
+    applied_now = []
+    with connect(url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS cai_schema_migrations ("
+            " version VARCHAR(255) PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in conn.execute("SELECT version FROM cai_schema_migrations")}
+        for version, sql in migrations():
+            if version in done:
+                continue
+            conn.execute(sql.encode())  # no parameters: psycopg sends it as one multi-statement script
+            conn.execute("INSERT INTO cai_schema_migrations (version) VALUES (%s)", (version,))
+            applied_now.append(version)
+        seed_lookup_codes(conn)
+    return applied_now
+
+
+def seed_lookup_codes(conn: psycopg.Connection[dict]) -> None:
+    """Add the lookup code (and aliases) of every registered source and destination kind that is missing."""
+    from dlt_destinations import DESTINATIONS
+    from dlt_sources import SOURCES
+
+    for lookup_type, registry in (("source_type", SOURCES), ("destination_type", DESTINATIONS)):
+        for code, description in registry.lookup_codes():
+            conn.execute(
+                "INSERT INTO ad_lookup_codes (lookup_type, lookup_code, description) SELECT %s, %s, %s "
+                "WHERE NOT EXISTS (SELECT 1 FROM ad_lookup_codes WHERE lookup_type = %s AND lookup_code = %s)",
+                (lookup_type, code, description, lookup_type, code))
