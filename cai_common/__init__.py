@@ -2,6 +2,7 @@
 
 from cai_common.configuration import BaseConfig, FieldProblem, PostgresCredentials
 from cai_common.errors import (
+    CaiError,
     ConnectorConfigError,
     ConnectorError,
     ConnectorNotFound,
@@ -17,6 +18,7 @@ from cai_common.secrets import mask_secrets
 
 __all__ = [
     "BaseConfig",
+    "CaiError",
     "FieldProblem",
     "ConnectorConfigError",
     "ConnectorError",

@@ -11,7 +11,19 @@ from typing import Any
 from dlt.common.exceptions import TerminalValueError
 
 
-class ConnectorError(Exception):
+class CaiError(Exception):
+    """Base of every error this product raises on purpose: its message is written for a person.
+
+    `explain` shows the first of these in an exception chain, and `is_transient` asks it, by type,
+    whether retrying can help. Each subclass keeps what it is about (the connector, field, file,
+    host or value) as attributes.
+    """
+
+    transient: bool = False
+    """True for errors a retry may cure (a connection dropped); config and data errors are terminal."""
+
+
+class ConnectorError(CaiError):
     """Base class of every error raised about one connector."""
 
     def __init__(self, connector_id: int | None, message: str) -> None:
@@ -60,7 +72,7 @@ class UnknownTypeError(ConnectorConfigError):
         )
 
 
-class ReconciliationError(TerminalValueError):
+class ReconciliationError(CaiError, TerminalValueError):
     """The destination holds a different number of rows than were read from the source."""
 
     def __init__(self, rows_read: int, rows_written: int, metrics: dict[str, Any] | None = None) -> None:
@@ -71,7 +83,7 @@ class ReconciliationError(TerminalValueError):
                          f"({rows_written}) disagree")
 
 
-class DiskFull(OSError):
+class DiskFull(CaiError, OSError):
     """The worker's disk filled up while writing a file of the run (staging, an export)."""
 
     def __init__(self, path: str) -> None:
@@ -129,6 +141,8 @@ def is_transient(exc: BaseException) -> bool:
     import psycopg
     from dlt.common.exceptions import TerminalException, TransientException
 
+    if isinstance(exc, CaiError):
+        return exc.transient
     if isinstance(exc, TerminalException):
         return False
     return isinstance(exc, TransientException | psycopg.OperationalError | ConnectionError | TimeoutError)
@@ -142,7 +156,7 @@ def explain(exc: BaseException) -> str:
         seen.append(current)
         context = None if current.__suppress_context__ else current.__context__  # `raise ... from None`
         current = getattr(current, "exception", None) or current.__cause__ or context
-    ours = [e for e in seen if type(e).__module__.split(".")[0] in ("cai_common", "dlt_sources", "dlt_destinations")]
+    ours = [e for e in seen if isinstance(e, CaiError)]
     # A generator's StopIteration can end a chain: it explains nothing.
     telling = [e for e in seen if not isinstance(e, StopIteration | GeneratorExit)] or seen
     root = ours[0] if ours else telling[-1]

@@ -13,34 +13,35 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """cai's environment. Each field's alias is the variable's name."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False, case_sensitive=True)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
 
-    database_url: str | None = Field(None, alias="DATABASE_URL", description="the config store (libpq URL)")
-    cai_home: str | None = Field(None, alias="CAI_HOME",
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL", description="the config store (libpq URL)")
+    cai_home: str | None = Field(None, validation_alias="CAI_HOME",
                                  description="cai's own files: embedded database, dlt pipelines, demo data")
-    pipelines_dir: str | None = Field(None, alias="CAI_PIPELINES_DIR",
+    pipelines_dir: str | None = Field(None, validation_alias="CAI_PIPELINES_DIR",
                                       description="dlt pipelines directory (state, schemas, traces)")
-    minio_endpoint: str | None = Field(None, alias="MINIO_ENDPOINT",
+    minio_endpoint: str | None = Field(None, validation_alias="MINIO_ENDPOINT",
                                        description="fills `endpoint_url` of S3 configs that leave it out")
-    minio_access_key: str | None = Field(None, alias="MINIO_ACCESS_KEY",
+    minio_access_key: str | None = Field(None, validation_alias="MINIO_ACCESS_KEY",
                                          description="fills `aws_access_key_id` of S3 configs that leave it out")
     minio_secret_key: SecretStr | None = Field(
-        None, alias="MINIO_SECRET_KEY", description="fills `aws_secret_access_key` of S3 configs that leave it out")
-    heartbeat_seconds: float = Field(30.0, gt=0, alias="CAI_HEARTBEAT_SECONDS",
+        None, validation_alias="MINIO_SECRET_KEY",
+        description="fills `aws_secret_access_key` of S3 configs that leave it out")
+    heartbeat_seconds: float = Field(30.0, gt=0, validation_alias="CAI_HEARTBEAT_SECONDS",
                                      description="how often a running flow touches its run's `heartbeat_at`")
     heartbeat_stale_seconds: float = Field(
-        120.0, gt=0, alias="CAI_HEARTBEAT_STALE_SECONDS",
+        120.0, gt=0, validation_alias="CAI_HEARTBEAT_STALE_SECONDS",
         description="a `started` run silent this long is closed as `failed` by the sweep (at least 3 heartbeats)")
     connector_wait_seconds: float = Field(
-        3600.0, ge=0, alias="CAI_CONNECTOR_WAIT_SECONDS",
+        3600.0, ge=0, validation_alias="CAI_CONNECTOR_WAIT_SECONDS",
         description="how long a run waits for another run of the same connector to finish")
 
 
 def settings() -> Settings:
     """The settings as the environment holds them now."""
-    return Settings()
+    return Settings()  # type: ignore[call-arg]  # BaseSettings reads every field from the environment
 
 
 def variables() -> list[str]:
     """Every variable name cai reads."""
-    return [str(field.alias) for field in Settings.model_fields.values()]
+    return [str(field.validation_alias) for field in Settings.model_fields.values()]

@@ -19,10 +19,11 @@ from dlt.common.destination import Destination
 from dlt.common.destination.exceptions import DestinationTerminalException, DestinationTransientException
 from fsspec import AbstractFileSystem
 
+from cai_common import CaiError, is_transient
 from dlt_destinations.writer import DebrisSweeper, FileTarget, safe_join, write_file
 
 
-class FileDeliveryError(DestinationTerminalException):
+class FileDeliveryError(CaiError, DestinationTerminalException):
     """A file that could not be delivered (no bucket, no permission, size mismatch); never retried."""
 
 
@@ -43,9 +44,9 @@ def file_destination(target: FileTarget, on_delivered: Delivered) -> Destination
             final = safe_join(target.root, item["file_name"])
             try:
                 done = write_file(local, item["local_path"], target, final, verify="size", link=True)
-            except (ConnectionError, TimeoutError) as exc:
-                raise DestinationTransientException(f"`{final}`: {exc}") from exc
             except Exception as exc:
+                if is_transient(exc):  # a dropped connection: dlt retries the job
+                    raise DestinationTransientException(f"`{final}`: {exc}") from exc
                 raise FileDeliveryError(f"`{final}`: {type(exc).__name__}: {exc}") from exc
             if done.bytes != item["bytes"]:
                 raise FileDeliveryError(f"`{final}`: delivered {done.bytes} bytes, the export wrote {item['bytes']}")

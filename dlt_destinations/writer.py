@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from fsspec import AbstractFileSystem
 
+from cai_common import CaiError
+
 # Reads: 4 MB pieces. Measured moving 300 MB from S3 (moto) to a folder, peak RSS over the imports
 # was +46 MB with 8 MB reads, +29 MB with 4 MB, +21 MB with 2 MB; 4 MB keeps ranged GETs few.
 CHUNK = 4 * 1024 * 1024
@@ -31,11 +33,11 @@ CHUNK = 4 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(CaiError, ValueError):
     """A relative path that would leave its destination root (``..``, an absolute path)."""
 
 
-class VerificationError(OSError):
+class VerificationError(CaiError, OSError):
     """The destination does not hold what was sent (size or content hash differs)."""
 
 

@@ -25,6 +25,7 @@ import requests
 from fsspec import AbstractFileSystem
 from requests.auth import HTTPBasicAuth
 
+from cai_common import CaiError
 from dlt_destinations.rest_api.configuration import RestApiDestinationConfig
 from dlt_destinations.writer import CHUNK, open_read, safe_join
 
@@ -32,7 +33,7 @@ RETRY_AFTER_CAP = 300.0
 """Longest `Retry-After` honoured, in seconds; a server asking for more gets this."""
 
 
-class UploadRefused(OSError):
+class UploadRefused(CaiError, OSError):
     """The endpoint answered with a non-retryable status (a 4xx other than 429) or every attempt failed."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

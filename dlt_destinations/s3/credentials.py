@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from cai_common import BaseConfig
+from cai_common.settings import settings
 
 
 def _without_expect_continue(request: Any, **_: Any) -> None:
@@ -51,15 +51,14 @@ class S3Credentials(BaseConfig):
     def _env_fallbacks(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        fallbacks = {
-            "endpoint_url": "MINIO_ENDPOINT",
-            "aws_access_key_id": "MINIO_ACCESS_KEY",
-            "aws_secret_access_key": "MINIO_SECRET_KEY",
-        }
+        env = settings()
+        secret = env.minio_secret_key.get_secret_value() if env.minio_secret_key else None
+        fallbacks = {"endpoint_url": env.minio_endpoint, "aws_access_key_id": env.minio_access_key,
+                     "aws_secret_access_key": secret}
         filled = dict(data)
-        for key, env in fallbacks.items():
-            if filled.get(key) in (None, "") and os.environ.get(env):
-                filled[key] = os.environ[env]
+        for key, value in fallbacks.items():
+            if filled.get(key) in (None, "") and value:
+                filled[key] = value
         return filled
 
     @field_validator("endpoint_url")

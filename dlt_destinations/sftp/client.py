@@ -18,22 +18,23 @@ import asyncssh
 from sshfs import SSHFileSystem
 from sshfs.file import SSHFile
 
+from cai_common import CaiError
 from dlt_destinations.sftp.configuration import SftpDestinationConfig
 
 
-class HostKeyRefused(ConnectionRefusedError):
-    """The server's host key is not in known_hosts (or differs from the recorded one)."""
+class HostKeyRefused(CaiError, ConnectionRefusedError):
+    """The server's host key is not in known_hosts (or differs from the recorded one); never retried."""
 
 
-class SftpLoginRefused(PermissionError):
+class SftpLoginRefused(CaiError, PermissionError):
     """The server refused the configured user's password or key."""
 
 
-class RenameUnsupported(OSError):
+class RenameUnsupported(CaiError, OSError):
     """The server cannot rename files (MinIO's SFTP gateway, some NAS setups)."""
 
 
-class SftpServerError(OSError):
+class SftpServerError(CaiError, OSError):
     """The SFTP server refused an operation on an open file (disk full, quota, I/O error), with its reason."""
 
 

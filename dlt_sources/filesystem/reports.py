@@ -11,8 +11,10 @@ from typing import Any, Literal
 from dlt.common.exceptions import TerminalValueError
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 
+from cai_common import CaiError
 
-class CsvFileError(TerminalValueError):
+
+class CsvFileError(CaiError, TerminalValueError):
     """A CSV file that cannot be read (bad encoding, wrong column count, empty)."""
 
     def __init__(self, file_url: str, problem: str) -> None:
@@ -21,7 +23,7 @@ class CsvFileError(TerminalValueError):
         super().__init__(f"file `{file_url}`: {problem}")
 
 
-class BadFilesError(TerminalValueError):
+class BadFilesError(CaiError, TerminalValueError):
     """Files of a run that failed to load, each listed with its error (the run's other files loaded)."""
 
     def __init__(self, failures: list[Any], done: str | None = None, metrics: dict[str, Any] | None = None) -> None:

@@ -15,10 +15,11 @@ restart (a temporary server, as `cai run` starts, does neither).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import psycopg
+
+from cai_common.settings import settings
 
 RUN_LOCK_NAMESPACE = 0x6361_6972
 """First key of the two-key advisory lock (the second is the connector id); `pg_locks.classid`."""
@@ -31,7 +32,7 @@ _SESSION_SETTINGS = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5"
 
 def wait_seconds() -> float:
     """How long a run waits for its connector's slot before failing."""
-    return float(os.environ.get("CAI_CONNECTOR_WAIT_SECONDS", "3600"))
+    return settings().connector_wait_seconds
 
 
 def describe(connector_id: int) -> str:

@@ -10,22 +10,22 @@ A flow run that is killed outright (kill -9, the OOM killer, a machine lost) nev
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+from cai_common.settings import settings
 from flows.store.config_store import UTC_NOW, connect
 
 
 def heartbeat_seconds() -> float:
     """How often a running flow touches its run record."""
-    return float(os.environ.get("CAI_HEARTBEAT_SECONDS", "30"))
+    return settings().heartbeat_seconds
 
 
 def stale_seconds() -> float:
     """How old a heartbeat may get before its run counts as dead (at least 3 heartbeats)."""
-    return max(float(os.environ.get("CAI_HEARTBEAT_STALE_SECONDS", "120")), 3 * heartbeat_seconds())
+    return max(settings().heartbeat_stale_seconds, 3 * heartbeat_seconds())
 
 
 def beat(run_id: int, url: str | None = None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from dlt.common.storages.fsspec_filesystem import glob_files
 
-from cai_common import ConnectorConfigError
+from cai_common import CaiError, ConnectorConfigError
 from dlt_destinations.postgres import PostgresDestinationConfig
 from dlt_sources import SOURCES
 from dlt_sources.filesystem import FileSourceOptions, open_filesystem
@@ -41,7 +41,7 @@ def split_location(location: str) -> tuple[str, str]:
     return (f"{scheme}://{parent}" if scheme else parent), name
 
 
-class ColumnOptionError(ValueError):
+class ColumnOptionError(CaiError, ValueError):
     """A `--column` option that is not `name:type` with a PostgreSQL type."""
 
 

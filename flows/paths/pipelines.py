@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import dlt
 from dlt.pipeline.pipeline import Pipeline
 
 from cai_common.configuration import server_location
+from cai_common.settings import settings
 from dlt_destinations.postgres import PostgresDestinationConfig, postgres
 from dlt_sources.filesystem import LEDGER_KEY, RESOURCE_NAME
 from flows.store.config_store import database_url
@@ -32,7 +32,7 @@ class PathOutcome:
 
 def pipelines_dir() -> Path:
     """Where dlt keeps pipeline state and traces: `CAI_PIPELINES_DIR` or `<cai data dir>/pipelines`."""
-    return Path(os.environ.get("CAI_PIPELINES_DIR") or data_dir() / "pipelines")
+    return Path(settings().pipelines_dir or data_dir() / "pipelines")
 
 
 def pipeline_name_for(connector: ConnectorConfig) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 
 import psycopg
 from psycopg.rows import dict_row
 
+from cai_common.settings import settings
 from flows.store.embedded import embedded_database_url
 
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"
@@ -20,7 +20,7 @@ _MIGRATION_LOCK = 0x6361_6900
 
 def database_url() -> str:
     """`DATABASE_URL`, or the embedded server's URL when it is not set."""
-    return os.environ.get("DATABASE_URL") or embedded_database_url()
+    return settings().database_url or embedded_database_url()
 
 
 def connect(url: str | None = None) -> psycopg.Connection[dict]:

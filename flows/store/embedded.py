@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from pathlib import Path
 
 import platformdirs
 
+from cai_common.settings import settings
+
 
 def data_dir() -> Path:
     """Where cai keeps its own files (embedded database, dlt pipelines, demo data): `CAI_HOME` or the user data dir."""
-    return Path(os.environ.get("CAI_HOME") or platformdirs.user_data_dir("cai-connectors")).expanduser()
+    return Path(settings().cai_home or platformdirs.user_data_dir("cai-connectors")).expanduser()
 
 
 @functools.cache
