@@ -223,7 +223,7 @@ def trigger(
     wait: Annotated[bool, typer.Option(help="wait for the run to end and print its outcome")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 3600,
 ) -> None:
-    """Start a run on the workers, exactly as the backend does (POST .../create_flow_run)."""
+    """Start a run on the workers, as the backend does (a flow run of the deployment)."""
     from flows.orchestration import trigger as api
     from flows.store.run_records import find_run_by_flow_run
 
@@ -233,8 +233,8 @@ def trigger(
         if not wait:
             return
         state = (api.wait(flow_run_id, timeout).get("state") or {})
-    except (LookupError, RuntimeError, TimeoutError, OSError) as exc:  # requests' errors are OSErrors
-        console.print(f"[red]failed[/red]: {mask_secrets(str(exc))}")
+    except Exception as exc:  # no deployment, the API away, a timeout: one line for a person
+        console.print(f"[red]failed[/red]: {mask_secrets(explain(exc))}")
         raise typer.Exit(1) from None
     record = find_run_by_flow_run(flow_run_id)
     if record is None:

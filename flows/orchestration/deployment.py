@@ -20,7 +20,7 @@ WORK_QUEUE = "default"
 DEPLOYMENT = "connector-pipeline"
 FLOW_NAME = "run_connector_pipeline"
 ENTRYPOINT = "flows/dlt_pipeline_flow.py:run_connector_pipeline"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -96,10 +96,3 @@ def _drop_stale_schedules(deployment_id: str, connector_ids: set[int]) -> None:
             if cid is None or int(cid) not in connector_ids:
                 client.delete_deployment_schedule(UUID(deployment_id), schedule.id)
 
-
-def deployment_id() -> str:
-    """The deployment's id on the current Prefect API (raises ObjectNotFound before `cai deploy`)."""
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return str(client.read_deployment_by_name(f"{FLOW_NAME}/{DEPLOYMENT}").id)

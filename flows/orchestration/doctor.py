@@ -95,20 +95,13 @@ def run_checks(url: str | None = None) -> list[Check]:
 
 def prefect_checks() -> list[Check]:
     """The Prefect API answers, and the deployment exists on it."""
-
     from flows.orchestration import trigger
 
     try:
         api = trigger.api_url()
     except Exception as exc:
         return [Check("prefect api", "PREFECT_API_URL", False, str(exc))]
-
-    def health() -> str:
-        response = trigger.call("GET", f"{api}/health")
-        response.raise_for_status()
-        return f"HTTP {response.status_code}"
-
-    checks = [_probe("prefect api", api, health)]
+    checks = [_probe("prefect api", api, trigger.health)]
     if checks[0].ok:
-        checks.append(_probe("prefect deployment", api, lambda: f"id {trigger.deployment_id(api)}"))
+        checks.append(_probe("prefect deployment", api, lambda: f"id {trigger.deployment_id()}"))
     return checks

@@ -1,17 +1,16 @@
-"""Runs triggered the way the platform's backend triggers them: over the Prefect REST API.
+"""Runs triggered the way the platform's backend triggers them, through Prefect's own client.
 
-`POST {PREFECT_API_URL}/deployments/{id}/create_flow_run` with `{"parameters": {"connector_id": N}}`;
-a worker on the `default` pool picks the run up. `wait()` polls the flow run until it ends.
+`trigger()` creates a flow run of the deployment `run_connector_pipeline/connector-pipeline` with
+`{"connector_id": N}` (what the backend's `POST /deployments/{id}/create_flow_run` does); a worker on
+pool `default` picks it up. `wait()` polls the flow run until it ends. Prefect's client retries a
+busy server (429, 502, 503) and connection errors by itself.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from uuid import UUID
 
 from flows.orchestration.deployment import DEPLOYMENT, FLOW_NAME
 
@@ -28,63 +27,54 @@ def api_url() -> str:
     return str(url).rstrip("/")
 
 
-def _session() -> requests.Session:
-    """A session whose requests urllib3 retries (4 more times, 0.5 s doubling, honouring Retry-After)
-    on connection errors and on 429/502/503/504: a SQLite-backed Prefect server answers 503 while its
-    database is locked under load."""
-    retry = Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504), allowed_methods=None,
-                  raise_on_status=False)
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    return session
+def health() -> str:
+    """The API answers `/health` (raises what the client met otherwise)."""
+    from prefect import get_client
+
+    api_url()
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise problem
+    return "healthy"
 
 
-def call(method: str, url: str, **kwargs: Any) -> requests.Response:
-    """One Prefect API request, retried while the server is busy or briefly away (see `_session`)."""
-    with _session() as session:
-        return session.request(method, url, headers=_headers(), timeout=30, **kwargs)
+def deployment_id() -> str:
+    """The id of `run_connector_pipeline/connector-pipeline` (LookupError before `cai deploy`)."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return str(client.read_deployment_by_name(f"{FLOW_NAME}/{DEPLOYMENT}").id)
+        except ObjectNotFound:
+            where = f"`{FLOW_NAME}/{DEPLOYMENT}` on {api_url()}"
+            raise LookupError(f"no deployment {where}: run `cai deploy` first") from None
 
 
-def _headers() -> dict[str, str]:
-    from prefect.settings import PREFECT_API_KEY
-
-    key = PREFECT_API_KEY.value()
-    return {"Authorization": f"Bearer {key.get_secret_value() if hasattr(key, 'get_secret_value') else key}"} \
-        if key else {}
-
-
-def deployment_id(api: str | None = None) -> str:
-    """The id of `run_connector_pipeline/connector-pipeline` (created by `cai deploy`)."""
-    api = api or api_url()
-    response = call("GET", f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT}")
-    if response.status_code == 404:
-        raise LookupError(f"no deployment `{FLOW_NAME}/{DEPLOYMENT}` on {api}: run `cai deploy` first")
-    response.raise_for_status()
-    return str(response.json()["id"])
-
-
-def trigger(connector_id: int, api: str | None = None) -> str:
+def trigger(connector_id: int) -> str:
     """Create a flow run of the deployment for one connector; returns the flow-run id."""
-    api = api or api_url()
-    response = call("POST", f"{api}/deployments/{deployment_id(api)}/create_flow_run",
-                     json={"parameters": {"connector_id": connector_id}})
-    response.raise_for_status()
-    return str(response.json()["id"])
+    from prefect import get_client
+
+    deployment = UUID(deployment_id())
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment, parameters={"connector_id": connector_id})
+    return str(run.id)
 
 
-def flow_run(flow_run_id: str, api: str | None = None) -> dict[str, Any]:
-    """The flow run as the API returns it."""
-    response = call("GET", f"{api or api_url()}/flow_runs/{flow_run_id}")
-    response.raise_for_status()
-    return dict(response.json())
+def flow_run(flow_run_id: str) -> dict[str, Any]:
+    """The flow run as the API returns it (JSON types)."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return dict(client.read_flow_run(UUID(flow_run_id)).model_dump(mode="json"))
 
 
-def wait(flow_run_id: str, timeout: float = 3600, api: str | None = None, poll: float = 1.0) -> dict[str, Any]:
+def wait(flow_run_id: str, timeout: float = 3600, poll: float = 1.0) -> dict[str, Any]:
     """Poll until the flow run reaches a final state; returns the flow run (TimeoutError after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        run = flow_run(flow_run_id, api)
+        run = flow_run(flow_run_id)
         if (run.get("state") or {}).get("type") in FINAL_STATES:
             return run
         if time.monotonic() > deadline:

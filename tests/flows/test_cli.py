@@ -98,3 +98,16 @@ def test_demo_loads_the_sample_into_the_configured_database(cai: Callable[..., A
     with psycopg.connect(config_store) as conn:
         patients = conn.execute("SELECT count(*) FROM clinical_demo.patients").fetchone()
     assert patients == (25,)
+
+
+def test_python_dash_m_flows_cli_lists_every_command() -> None:
+    import sys
+
+    from flows.cli import app
+
+    names = {command.name or command.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+             for command in app.registered_commands}
+    shown = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "200"}, check=True).stdout
+    listed = set(re.findall(r"^│ ([a-z][a-z-]+) ", shown, re.M))
+    assert names == listed and {"run", "load-csv", "deploy", "trigger", "worker", "doctor"} <= listed

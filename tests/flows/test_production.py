@@ -20,7 +20,6 @@ from typing import Any
 import psutil
 import pytest
 
-from flows.orchestration import trigger
 from flows.store import catalog
 from flows.store.run_records import find_run_by_flow_run, get_run
 
@@ -90,8 +89,17 @@ def worker(prefect_env: dict[str, str], deployment: str, tmp_path_factory: pytes
 
 
 def _api(method: str, url: str, **kwargs: Any) -> Any:
-    """An API call as a careful backend makes it: a busy server (503: SQLite locked) is asked again."""
-    response = trigger.call(method, url, **kwargs)
+    """A raw HTTP call as a careful backend makes it: a busy server (503: SQLite locked) is asked again
+    (4 more times, 0.5 s doubling, honouring Retry-After)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=4, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504), allowed_methods=None,
+                  raise_on_status=False)
+    with requests.Session() as session:
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        response = session.request(method, url, timeout=30, **kwargs)
     response.raise_for_status()
     return response.json()
 
