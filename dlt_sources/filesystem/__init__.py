@@ -34,21 +34,7 @@ __getattr__ = lazy_exports(__name__, {
 
 
 __all__ = [
-    "KIND",
-    "BadFilesError",
-    "LEDGER_KEY",
-    "RESOURCE_NAME",
-    "CsvFileError",
-    "CsvOptions",
-    "FileReport",
-    "FileSourceOptions",
-    "FilesystemSourceConfig",
-    "ReadReport",
-    "csv_tables",
-    "ensure_location",
-    "open_filesystem",
-    "read_csv_batches",
-    "stage_csv",
-    "supports_fast_path",
-    "table_name_for",
+    "KIND", "BadFilesError", "LEDGER_KEY", "RESOURCE_NAME", "CsvFileError", "CsvOptions", "FileReport",
+    "FileSourceOptions", "FilesystemSourceConfig", "ReadReport", "csv_tables", "ensure_location",
+    "open_filesystem", "read_csv_batches", "stage_csv", "supports_fast_path", "table_name_for",
 ]

@@ -29,17 +29,7 @@ __getattr__ = lazy_exports(__name__, {
 
 
 __all__ = [
-    "KIND",
-    "QueryError",
-    "QueryReport",
-    "ResultColumn",
-    "SqlDatabaseSourceConfig",
-    "csv_file_name",
-    "describe_query",
-    "export_csv",
-    "ensure_read_only_query",
-    "query_batches",
-    "query_csv_file",
-    "query_rows",
+    "KIND", "QueryError", "QueryReport", "ResultColumn", "SqlDatabaseSourceConfig", "csv_file_name",
+    "describe_query", "export_csv", "ensure_read_only_query", "query_batches", "query_csv_file", "query_rows",
     "query_table_rows",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from flows.store.config_store import connect
@@ -21,30 +22,27 @@ def lookup_code_id(lookup_type: str, code: str, url: str | None = None) -> int:
     return int(row["id"])
 
 
-def define_source(name: str, source_type: str, config: dict[str, Any], url: str | None = None) -> int:
-    """Insert a defined source and return its id."""
-    type_id = lookup_code_id("source_type", source_type, url)
+def _define(side: str, name: str, code: str, config: dict[str, Any], url: str | None) -> int:
+    """Insert a defined source or destination (``side``) of lookup code ``code``; returns its id."""
+    type_id = lookup_code_id(f"{side}_type", code, url)
+    table, column = sql.Identifier(f"cai_defined_{side}s"), sql.Identifier(f"{side}_type_lookup_code_id")
     with connect(url) as conn:
         row = conn.execute(
-            "INSERT INTO cai_defined_sources (name, source_type_lookup_code_id, config) VALUES (%s, %s, %s) "
-            "RETURNING id",
+            sql.SQL("INSERT INTO {} (name, {}, config) VALUES (%s, %s, %s) RETURNING id").format(table, column),
             (name, type_id, Jsonb(config)),
         ).fetchone()
     assert row is not None
     return int(row["id"])
+
+
+def define_source(name: str, source_type: str, config: dict[str, Any], url: str | None = None) -> int:
+    """Insert a defined source and return its id."""
+    return _define("source", name, source_type, config, url)
 
 
 def define_destination(name: str, destination_type: str, config: dict[str, Any], url: str | None = None) -> int:
     """Insert a defined destination and return its id."""
-    type_id = lookup_code_id("destination_type", destination_type, url)
-    with connect(url) as conn:
-        row = conn.execute(
-            "INSERT INTO cai_defined_destinations (name, destination_type_lookup_code_id, config) "
-            "VALUES (%s, %s, %s) RETURNING id",
-            (name, type_id, Jsonb(config)),
-        ).fetchone()
-    assert row is not None
-    return int(row["id"])
+    return _define("destination", name, destination_type, config, url)
 
 
 def create_connector(
