@@ -7,6 +7,8 @@ import os
 # Prefect's first temporary server takes 12-27 s to start on a 2-core box (STACK.md); its default
 # 20 s timeout would fail the very first `cai run`.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# A clinical worker makes no outbound calls it was not configured to make (dlt's telemetry is off too).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -37,14 +39,50 @@ def _shorten(value: Any, limit: int = 300) -> str:
 
 
 def _run(connector_id: int) -> dict[str, Any]:
-    """Run the flow in this process and return its result dict, failed or not."""
+    """Run one connector in this process and return its result dict, failed or not.
+
+    With a Prefect API configured (`PREFECT_API_URL`), through the flow (tasks, logs and artifact
+    on that server); without one, directly: the same steps, no temporary server. Either way the
+    terminal gets the summary; tracebacks go to the Prefect log or, directly, to `runs.log`.
+    """
     from cai_common import ConnectorRunFailed
-    from flows.dlt_pipeline_flow import run_connector_pipeline
 
     try:
-        return run_connector_pipeline(connector_id)
+        if _prefect_api():
+            from flows.dlt_pipeline_flow import run_connector_pipeline
+
+            return run_connector_pipeline(connector_id)
+        from flows.orchestration.run import run_directly
+
+        _log_to_file()
+        return run_directly(connector_id)
     except ConnectorRunFailed as exc:
         return exc.result
+
+
+def _prefect_api() -> str | None:
+    """The configured Prefect API (environment or Prefect profile), if any."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    return str(url) if url else None
+
+
+def _log_to_file() -> None:
+    """Direct runs log (tracebacks included) to `<cai data dir>/logs/runs.log`, not to the terminal."""
+    import logging
+
+    from flows.store.embedded import data_dir
+
+    folder = data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("cai.run")
+    if not logger.handlers:
+        handler = logging.FileHandler(folder / "runs.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _print_result(result: dict[str, Any], seconds: float) -> None:
@@ -70,7 +108,7 @@ def init_db() -> None:
 
 @app.command()
 def run(connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")]) -> None:
-    """Run one connector now; exit code 0 on success, 1 on failure."""
+    """Run one connector now (through Prefect when PREFECT_API_URL is set, else directly); exit 0 on success."""
     started = time.monotonic()
     result = _run(connector_id)
     _print_result(result, time.monotonic() - started)

@@ -111,3 +111,37 @@ def test_python_dash_m_flows_cli_lists_every_command() -> None:
                            env={**os.environ, "COLUMNS": "200"}, check=True).stdout
     listed = set(re.findall(r"^│ ([a-z][a-z-]+) ", shown, re.M))
     assert names == listed and {"run", "load-csv", "deploy", "trigger", "worker", "doctor"} <= listed
+
+
+def test_cai_run_without_a_prefect_api_runs_directly_and_keeps_tracebacks_off_the_terminal(
+    config_store: str, make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path,
+    schema_name: str, tmp_path: Path,
+) -> None:
+    """The spec's direct execution mode: the same run record, no temporary Prefect server."""
+    from flows.store.run_records import list_runs
+
+    (incoming / "labs.csv").write_text("mrn,value\n00123,2.5\n")
+    (incoming / "bad.csv").write_text("mrn,value\n1,2,3\n")  # one extra field
+    good = make_connector("filesystem", {"path": str(incoming), "file_pattern": "labs.csv"},
+                          "postgres", {**warehouse, "schema": schema_name}, name="direct good")
+    bad = make_connector("filesystem", {"path": str(incoming), "file_pattern": "bad.csv"},
+                         "postgres", {**warehouse, "schema": schema_name}, name="direct bad")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(DATABASE_URL=config_store, CAI_HOME=str(tmp_path / "home"), COLUMNS="250", NO_COLOR="1",
+               PREFECT_HOME=str(tmp_path / "prefect"))  # no profile pointing at a server either
+    ok = subprocess.run([CAI, "run", str(good)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "success run" in ok.stdout and "1 rows" in ok.stdout
+    assert "temporary server" not in ok.stdout + ok.stderr and "Traceback" not in ok.stdout + ok.stderr
+    record = list_runs(good, 1)[0]
+    assert record["status"] == "success" and record["prefect_flow_run_id"] is None
+    with psycopg.connect(config_store) as conn:
+        assert conn.execute(f'SELECT mrn FROM "{schema_name}".labs').fetchall() == [("00123",)]
+
+    failed = subprocess.run([CAI, "run", str(bad)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert failed.returncode == 1
+    assert "failed run" in failed.stdout and "bad.csv" in failed.stdout
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert len((failed.stdout + failed.stderr).strip().splitlines()) <= 3
+    log = (tmp_path / "home" / "logs" / "runs.log").read_text()
+    assert "Traceback" in log and "bad.csv" in log  # the details went to the run log

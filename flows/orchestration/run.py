@@ -1,0 +1,175 @@
+"""The one run sequence: lock -> record -> read config -> run the data path -> close the record.
+
+The Prefect flow (`flows.dlt_pipeline_flow`) runs it with each step as a Prefect task; `run_directly`
+runs the same steps as plain calls (the spec's direct execution mode: no Prefect API, no temporary
+server), which is what `cai run` and `cai demo` do when `PREFECT_API_URL` is not set. Either way the
+run record ends `success` or `failed`, and a failure raises `ConnectorRunFailed` after it is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cai_common import ConnectorRunFailed, explain, mask_secrets
+
+MAX_SUMMARY = 4000
+"""The most summary a run record keeps: enough for a traceback's last lines."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How a run's steps are called: Prefect tasks in the flow, plain functions in a direct run."""
+
+    create_record: Callable[[int, str | None], int]
+    read_config: Callable[[int], dict[str, Any]]
+    run_pipeline: Callable[[dict[str, Any]], dict[str, Any]]
+    close_record: Callable[..., None]
+    publish: Callable[[int, dict[str, Any]], None]
+    logger: Callable[[], Any]
+
+
+def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> dict[str, Any]:
+    """Run one connector end to end and record the run (see the module docstring)."""
+    from flows.orchestration.concurrency import describe, one_run_per_connector, wait_seconds
+    from flows.orchestration.heartbeat import heartbeat
+
+    logger = steps.logger()
+    _sweep(logger)
+    with contextlib.ExitStack() as slot:
+        try:
+            slot.enter_context(one_run_per_connector(connector_id))
+        except Exception as exc:  # waited too long, or the config store is away: fail, recorded if possible
+            problem = (f"connector {connector_id}: another run of this connector held it for over "
+                       f"{wait_seconds():.0f} s" if isinstance(exc, TimeoutError)
+                       else f"connector {connector_id}: could not take the connector's run lock: {explain(exc)}")
+            logger.error(mask_secrets(problem))
+            return _finish(connector_id, flow_run_id, _record(connector_id, flow_run_id, steps, logger),
+                           {"status": "failed", "rows_ingested": 0, "log_summary": mask_secrets(problem),
+                            "metrics": {}}, steps)
+        logger.info("connector %s: holds its run lock (%s)", connector_id, describe(connector_id))
+        run_id = _record(connector_id, flow_run_id, steps, logger)
+        outcome: dict[str, Any] | None = None
+        try:
+            with heartbeat(run_id):
+                config = steps.read_config(connector_id)
+                outcome = steps.run_pipeline(config)
+        except Exception as exc:
+            logger.error(mask_secrets(explain(exc)))
+            outcome = {"status": "failed", "rows_ingested": 0, "log_summary": mask_secrets(explain(exc)),
+                       "metrics": {}}
+        finally:
+            if outcome is None and run_id is not None:  # cancelled or interrupted: still close the record
+                _close(run_id, {"status": "failed", "rows_ingested": 0, "log_summary": "run interrupted",
+                                "metrics": {}}, steps)
+        return _finish(connector_id, flow_run_id, run_id, outcome, steps)
+
+
+def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
+    """Run the connector's data path (spec 4.3); errors come back as a `failed` result, never raised."""
+    from flows.paths import data_path_for
+    from flows.store.connector_config import ConnectorConfig
+
+    connector = ConnectorConfig.from_dict(config)
+    secrets = connector.secret_values()
+    label = f"connector {connector.connector_id} ({connector.connector_name})"
+    for warning in connector.warnings():
+        logger.warning("%s: %s", label, warning)
+    started = time.monotonic()
+    try:
+        path = data_path_for(connector)
+        logger.info("%s: %s -> %s via %s", label, connector.source_type, connector.destination_type, path.__name__)
+        outcome = path(connector)
+    except Exception as exc:
+        logger.error("%s: %s", label, mask_secrets(traceback.format_exc(), secrets))
+        return {
+            "status": "failed",
+            "rows_ingested": 0,
+            "log_summary": mask_secrets(f"{label}: {explain(exc)}", secrets),
+            "metrics": _masked({**getattr(exc, "metrics", {}), "duration_s": round(time.monotonic() - started, 3)},
+                               secrets),
+        }
+    summary = f"{label}: {outcome.summary}"
+    if connector.warnings():
+        summary += "; warnings: " + "; ".join(connector.warnings())
+    if outcome.metrics.get("inspect"):
+        summary += f"; inspect: {outcome.metrics['inspect']}"
+    logger.info(mask_secrets(summary, secrets))
+    return {
+        "status": "success",
+        "rows_ingested": outcome.rows,
+        "log_summary": mask_secrets(summary, secrets),
+        "metrics": _masked({**outcome.metrics, "duration_s": round(time.monotonic() - started, 3)}, secrets),
+    }
+
+
+def run_directly(connector_id: int, flow_run_id: str | None = None) -> dict[str, Any]:
+    """The same run without Prefect: plain calls, Python logging (logger `cai.run`), no artifact."""
+    from flows.store import connector_config, run_records
+
+    logger = logging.getLogger("cai.run")
+    steps = Steps(
+        create_record=run_records.create_run_record,
+        read_config=connector_config.read_connector_config,
+        run_pipeline=lambda config: run_pipeline(config, logger),
+        close_record=run_records.update_run_record,
+        publish=lambda connector_id, result: None,
+        logger=lambda: logger,
+    )
+    return run_connector(connector_id, flow_run_id, steps)
+
+
+def _masked(metrics: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """Metrics with secrets masked: per-file errors quote library messages, which may quote anything."""
+    return dict(json.loads(mask_secrets(json.dumps(metrics, default=str), secrets)))
+
+
+def _sweep(logger: Any) -> None:
+    """Close runs of dead workers before starting; never fails this run."""
+    from flows.orchestration.heartbeat import sweep_stale_runs
+
+    try:
+        for run in sweep_stale_runs():
+            logger.warning("run %s of connector %s: worker stopped responding; closed as failed",
+                           run["id"], run["connector_id"])
+    except Exception as exc:
+        logger.warning("could not sweep stale runs: %s", mask_secrets(str(exc)))
+
+
+def _record(connector_id: int, flow_run_id: str | None, steps: Steps, logger: Any) -> int | None:
+    """Create the run record; spec 4.2: the run goes on without one, loudly."""
+    try:
+        return steps.create_record(connector_id, flow_run_id)
+    except Exception as exc:
+        logger.warning("connector %s: could not create a run record: %s", connector_id, mask_secrets(str(exc)))
+        return None
+
+
+def _finish(connector_id: int, flow_run_id: str | None, run_id: int | None, outcome: dict[str, Any],
+            steps: Steps) -> dict[str, Any]:
+    """Close the record, publish the result, and raise ConnectorRunFailed unless the run succeeded."""
+    outcome["log_summary"] = outcome["log_summary"][:MAX_SUMMARY]
+    if run_id is not None:
+        _close(run_id, outcome, steps)
+    result = {**outcome, "run_id": run_id, "connector_id": connector_id, "prefect_flow_run_id": flow_run_id}
+    steps.publish(connector_id, result)
+    if result["status"] != "success":
+        raise ConnectorRunFailed(connector_id, result)
+    return result
+
+
+def _close(run_id: int, outcome: dict[str, Any], steps: Steps) -> None:
+    """Close the record through its step; fall back to a direct update if the step machinery is gone."""
+    from flows.store import run_records
+
+    args = (run_id, outcome["status"], outcome["rows_ingested"], outcome["log_summary"], outcome["metrics"])
+    try:
+        steps.close_record(*args)
+    except BaseException:
+        run_records.update_run_record(*args)
