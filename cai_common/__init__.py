@@ -1,35 +1,37 @@
-"""Mechanics shared by sources, destinations and flows: typed config bases, errors, secret masking."""
+"""Mechanics shared by sources, destinations and flows: typed config bases, errors, secret masking.
 
-from cai_common.configuration import BaseConfig, FieldProblem, PostgresCredentials
-from cai_common.errors import (
-    CaiError,
-    ConnectorConfigError,
-    ConnectorError,
-    ConnectorNotFound,
-    ConnectorRunFailed,
-    DiskFull,
-    ReconciliationError,
-    UnknownTypeError,
-    UnsupportedPathError,
-    explain,
-    is_transient,
-)
-from cai_common.secrets import mask_secrets
+Exports load on first use (errors and configs import dlt and pydantic), so `cai --help` and a
+module that only masks secrets pay for neither.
+"""
 
-__all__ = [
-    "BaseConfig",
-    "CaiError",
-    "FieldProblem",
-    "ConnectorConfigError",
-    "ConnectorError",
-    "ConnectorNotFound",
-    "ConnectorRunFailed",
-    "DiskFull",
-    "PostgresCredentials",
-    "ReconciliationError",
-    "UnknownTypeError",
-    "UnsupportedPathError",
-    "explain",
-    "is_transient",
-    "mask_secrets",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cai_common.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cai_common.configuration import BaseConfig, FieldProblem, PostgresCredentials
+    from cai_common.errors import (
+        CaiError,
+        ConnectorConfigError,
+        ConnectorError,
+        ConnectorNotFound,
+        ConnectorRunFailed,
+        DiskFull,
+        ReconciliationError,
+        UnknownTypeError,
+        UnsupportedPathError,
+        explain,
+        is_transient,
+    )
+    from cai_common.secrets import mask_secrets
+
+_ERRORS = ("CaiError", "ConnectorConfigError", "ConnectorError", "ConnectorNotFound", "ConnectorRunFailed",
+           "DiskFull", "ReconciliationError", "UnknownTypeError", "UnsupportedPathError", "explain", "is_transient")
+__getattr__ = lazy_exports(__name__, {
+    "BaseConfig": "configuration", "FieldProblem": "configuration", "PostgresCredentials": "configuration",
+    "mask_secrets": "secrets", **dict.fromkeys(_ERRORS, "errors"),
+})
+
+__all__ = ["BaseConfig", "FieldProblem", "PostgresCredentials", "mask_secrets", *_ERRORS]

@@ -18,10 +18,17 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from cai_common import explain, mask_secrets  # noqa: E402
+from cai_common.secrets import mask_secrets  # noqa: E402  (light: `cai --help` imports no dlt)
 
 app = typer.Typer(help="Run Clinical AI data connectors (dlt pipelines orchestrated by Prefect).", no_args_is_help=True)
 console = Console()
+
+
+def explain(exc: BaseException) -> str:
+    """The telling line of an error (`cai_common.errors.explain`, imported only when something failed)."""
+    from cai_common.errors import explain as telling
+
+    return telling(exc)
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
