@@ -145,3 +145,7 @@ def test_cai_run_without_a_prefect_api_runs_directly_and_keeps_tracebacks_off_th
     assert len((failed.stdout + failed.stderr).strip().splitlines()) <= 3
     log = (tmp_path / "home" / "logs" / "runs.log").read_text()
     assert "Traceback" in log and "bad.csv" in log  # the details went to the run log
+    runs = subprocess.run([CAI, "runs", "--connector", str(bad)], env={**env, "COLUMNS": "80"}, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert runs.returncode == 0 and "│ failed │" in runs.stdout
+    assert max(len(line) for line in runs.stdout.splitlines()) <= 80, runs.stdout
