@@ -34,4 +34,8 @@ __getattr__ = lazy_exports(__name__, {
     "mask_secrets": "secrets", **dict.fromkeys(_ERRORS, "errors"),
 })
 
-__all__ = ["BaseConfig", "FieldProblem", "PostgresCredentials", "mask_secrets", *_ERRORS]
+__all__ = [
+    "BaseConfig", "FieldProblem", "PostgresCredentials", "mask_secrets", "CaiError", "ConnectorConfigError",
+    "ConnectorError", "ConnectorNotFound", "ConnectorRunFailed", "DiskFull", "ReconciliationError",
+    "UnknownTypeError", "UnsupportedPathError", "explain", "is_transient",
+]
