@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import threading
 from typing import Any
 
@@ -25,6 +26,8 @@ from dlt.common.storages.file_storage import FileStorage
 from dlt.destinations.impl.postgres.factory import PostgresTypeMapper
 from dlt.destinations.impl.postgres.factory import postgres as dlt_postgres
 from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresCsvCopyJob
+
+from cai_common import CaiError, streams
 
 PG_TYPE_HINT = "x-postgres-type"
 """Column hint holding the column's exact PostgreSQL type, used as is in CREATE/ALTER TABLE."""
@@ -80,14 +83,23 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
             delimiter = csv_format.delimiter.replace("'", "''")
             copy_sql = (f"COPY {sql_client.make_qualified_table_name(table_name)} ({columns}) FROM STDIN WITH "
                         f"(FORMAT CSV, DELIMITER '{delimiter}', NULL '', ENCODING '{csv_format.encoding}')")
+            opener = streams.opener_for(self._file_path)  # rows streamed from their source, not in the file
+            source: Any = contextlib.nullcontext(f) if opener is None else opener()
             try:
-                with sql_client.begin_transaction(), sql_client.native_connection.cursor() as cursor:
+                with source as rows, sql_client.begin_transaction(), sql_client.native_connection.cursor() as cursor:
                     # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
                     cursor.execute("SET LOCAL TIME ZONE 'UTC'")
-                    cursor.copy_expert(copy_sql, f, size=COPY_READ_SIZE)
+                    cursor.copy_expert(copy_sql, rows, size=COPY_READ_SIZE)
                     copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
             except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
                 raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
+            except CaiError as exc:  # the stream's source failed (its query, its login): the COPY rolled back
+                raise DestinationTerminalException(str(exc)) from exc
+            except psycopg2.Error as exc:
+                cause = exc.__context__  # a stream that failed while COPY read it cancels the COPY
+                if opener is not None and isinstance(cause, CaiError):
+                    raise DestinationTerminalException(str(cause)) from cause
+                raise
         with _COPIED_LOCK:
             tables = _COPIED.setdefault(self._load_id, {})
             tables[table_name] = tables.get(table_name, 0) + max(copied, 0)

@@ -7,6 +7,10 @@ their offset. The bytes are streamed to a local file in bounded chunks inside a 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,3 +103,79 @@ def export_csv(
         raise
     report.batches = 1
     return path.stat().st_size
+
+
+class _PipeReader:
+    """The read end of the pipe a COPY TO thread writes into; at the end, the thread's failure is raised."""
+
+    def __init__(self, fd: int, thread: threading.Thread, failure: list[BaseException]) -> None:
+        self.fd, self.thread, self.failure = fd, thread, failure
+
+    def read(self, size: int = COPY_BUFFER) -> bytes:
+        data = os.read(self.fd, size)
+        if not data:  # end of the stream: complete only if the COPY TO ended well
+            self.thread.join()
+            if self.failure:
+                raise self.failure[0]
+        return data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+@contextlib.contextmanager
+def csv_stream(
+    config: SqlDatabaseSourceConfig, report: QueryReport, connector_id: int | None = None,
+) -> Iterator[_PipeReader]:
+    """The query's rows as CSV without a header, under EXACT_TEXT settings, read as they are produced.
+
+    A thread runs `COPY (query) TO STDOUT` (psycopg2's `copy_expert`, C all the way) into a pipe; the
+    caller reads the other end, e.g. as the input of a `COPY ... FROM STDIN` into another database: the
+    two COPYs run at once, as `psql ... | psql ...` does, with memory bounded by the pipe. When the
+    query fails part-way, the reader raises its QueryError at the end instead of returning EOF, so the
+    consumer's COPY fails and rolls back rather than committing part of the rows. Leaving the block
+    early closes the pipe, and the thread ends.
+    """
+    import fcntl
+
+    import psycopg2
+
+    ensure_read_only_query(config.query, connector_id)
+    statement = f"COPY ({statement_text(config.query)}) TO STDOUT WITH (FORMAT csv)"
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # a 1 MB pipe: fewer wake-ups than the default 64 KB
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, COPY_BUFFER)
+    failure: list[BaseException] = []
+    report.reader = "copy stream"
+
+    def produce() -> None:
+        try:
+            with open(write_fd, "wb", buffering=COPY_BUFFER) as out:
+                conn = psycopg2.connect(config.dsn(), connect_timeout=30)
+                try:
+                    conn.set_session(readonly=True)
+                    with conn.cursor() as cursor:
+                        cursor.execute(LOGIN_POWERS)
+                        superuser_check(cursor.fetchone(), config, connector_id)
+                        for name, value in EXACT_TEXT.items():
+                            cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
+                        cursor.copy_expert(statement, out, size=COPY_BUFFER)
+                        report.rows = max(cursor.rowcount, 0)
+                    conn.rollback()
+                finally:
+                    conn.close()
+        except psycopg2.Error as exc:
+            failure.append(QueryError(connector_id, f"source query failed: {str(exc).strip().splitlines()[0]}"))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=produce, name="cai-copy-out", daemon=True)
+    thread.start()
+    reader = _PipeReader(read_fd, thread, failure)
+    try:
+        yield reader
+    finally:
+        reader.close()  # a producer still writing gets EPIPE and ends
+        thread.join(60)
+    report.batches = 1

@@ -19,5 +19,7 @@ class QueryReport:
     batches: int = 0
     rows: int = 0
     fallback_reason: str | None = None
+    stream_files: list[str] = field(default_factory=list)
+    """Placeholder load files standing for streamed rows (`cai_common.streams`), forgotten after the load."""
     as_text: list[str] = field(default_factory=list)
     """Columns whose type has no exact equivalent in the destination, landed as text (`name (type)`)."""

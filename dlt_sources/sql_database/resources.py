@@ -8,11 +8,12 @@ from pathlib import Path
 import dlt
 from dlt.extract.resource import DltResource
 
+from cai_common import streams
 from cai_common.pg_types import dlt_column
 from dlt_destinations.writer import sha256_file
 from dlt_sources.sql_database.columns import ResultColumn
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
-from dlt_sources.sql_database.export import export_csv
+from dlt_sources.sql_database.export import csv_stream, export_csv
 from dlt_sources.sql_database.reports import QueryReport
 
 
@@ -52,17 +53,21 @@ def query_table_rows(
     """A dlt resource yielding the query's rows into ``table_name`` with the source's exact column types.
 
     PostgreSQL writes the rows as CSV text under settings that read back exactly (`export.EXACT_TEXT`),
-    and the file goes into the load package as it is, for the destination's COPY: every type's own
-    text, so every value arrives equal (what `psql -c "\\copy (q) to stdout" | psql -c "\\copy t from
-    stdin"` does). The columns carry their exact types as `x-postgres-type` hints.
+    streamed (`export.csv_stream`) into the destination's COPY while they are produced: every type's
+    own text, so every value arrives equal, as `psql -c "\\copy (q) to stdout" | psql -c "\\copy t from
+    stdin"` does, with no intermediate file. dlt gets a placeholder load file (the header line) that
+    stands for the stream (`cai_common.streams`); the columns carry their exact types as
+    `x-postgres-type` hints, so load info, state and schema are dlt's as for any load.
     """
 
     def rows() -> object:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / f"{uuid.uuid4().hex}.csv"
-        export_csv(config, path, report, connector_id, header=[c.name for c in columns])
+        path.write_text(",".join(f'"{c.name}"' for c in columns) + "\n", encoding="utf-8")
+        streams.register(path, lambda: csv_stream(config, report, connector_id))
+        report.stream_files.append(str(path))
         hints = dlt.mark.make_hints(table_name=table_name,
                                     columns=[dlt_column(c.name, c.pg_type) for c in columns])  # type: ignore[misc]
-        yield dlt.mark.with_file_import(str(path), "csv", report.rows, hints=hints)
+        yield dlt.mark.with_file_import(str(path), "csv", 0, hints=hints)
 
     return dlt.resource(rows, name=table_name)

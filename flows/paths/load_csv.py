@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from dlt.common.storages.fsspec_filesystem import glob_files
@@ -11,7 +12,6 @@ from cai_common import CaiError, ConnectorConfigError
 from dlt_destinations.postgres import PostgresDestinationConfig
 from dlt_sources import SOURCES
 from dlt_sources.filesystem import FileSourceOptions, open_filesystem
-from dlt_sources.filesystem.staging import Progress
 from flows.paths.pipelines import PathOutcome
 from flows.paths.tables import load_csv_files
 
@@ -88,7 +88,7 @@ def matched_bytes(source: FileSourceOptions) -> tuple[int, int]:
 
 def load_csv(
     location: str, dsn: str, schema: str = "public", table: str | None = None, replace: bool = False,
-    progress: Progress | None = None,
+    progress: Callable[[int], None] | None = None,
     columns: dict[str, str] | None = None,
 ) -> PathOutcome:
     """Load the CSV files at ``location`` into ``schema`` of the database at ``dsn``.

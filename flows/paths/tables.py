@@ -6,6 +6,7 @@ import copy
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from dlt.common.pipeline import LoadInfo
 from dlt.extract.resource import DltResource
 from dlt.pipeline.pipeline import Pipeline
 
-from cai_common import ConnectorConfigError
+from cai_common import ConnectorConfigError, streams
 from cai_common.naming import table_name
 from cai_common.pg_types import accepts, comparable
 from dlt_destinations.postgres import PostgresDestinationConfig, copied_rows, existing_column_types
@@ -22,11 +23,9 @@ from dlt_sources.filesystem import (
     FileReport,
     FileSourceOptions,
     ReadReport,
-    csv_tables,
     ensure_location,
     open_filesystem,
 )
-from dlt_sources.filesystem.staging import Progress, supports_fast_path
 from dlt_sources.sql_database import (
     QueryReport,
     SqlDatabaseSourceConfig,
@@ -66,8 +65,13 @@ def query_to_table(connector: ConnectorConfig) -> PathOutcome:
     workdir = Path(pipeline.working_dir) / "query_rows"
     resource = query_table_rows(source, workdir, table, columns, report, connector.connector_id)
     resource.apply_hints(write_disposition=target.write_disposition, primary_key=target.primary_key)
-    _load_pending(pipeline)
-    metrics, _ = _run(pipeline, resource, workdir, raise_on_failed_jobs=True)
+    if pipeline.has_pending_data:  # a dead run's package stands for a stream that died with it
+        pipeline.drop_pending_packages()
+    try:
+        metrics, _ = _run(pipeline, resource, workdir, raise_on_failed_jobs=True)
+    finally:
+        for path in report.stream_files:
+            streams.forget(path)
     metrics["query"] = {"reader": report.reader, "rows": report.rows, "columns_as_text": report.as_text}
     metrics["row_counts"] = {table: report.rows}
     reconcile(metrics, {table: report.rows}, copied_rows(metrics["load_ids"]))
@@ -129,7 +133,7 @@ def load_csv_files(
     pipeline_name: str,
     source: FileSourceOptions,
     target: PostgresDestinationConfig,
-    progress: Progress | None = None,
+    progress: Callable[[int], None] | None = None,
     legacy: str | None = None,
     connector_id: int | None = None,
 ) -> PathOutcome:
@@ -143,6 +147,10 @@ def load_csv_files(
     """
     fs = open_filesystem(source)
     ensure_location(source, fs, connector_id)
+    # The CSV readers (pyarrow) load only on a path that reads CSV: a query -> table run never pays for them.
+    from dlt_sources.filesystem import csv_tables
+    from dlt_sources.filesystem.staging import supports_fast_path
+
     if supports_fast_path(source):  # COPY reads the source files as they are
         delimiter, encoding = source.delimiter, "utf-8" if source.encoding == "utf-8-sig" else source.encoding
     else:  # they are transcoded to psql's CSV first

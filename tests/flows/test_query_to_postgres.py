@@ -42,7 +42,7 @@ def test_query_rows_land_in_a_table_with_types_and_values_intact(
         + " OR ".join(f"d.{c} IS DISTINCT FROM s.{c}" for c in columns.split(", "))))
     assert differing == [(0,)]
     metrics = get_run(result["run_id"])["metrics"]  # type: ignore[index]
-    assert (metrics["query"]["reader"], metrics["query"]["rows"]) == ("copy", len(AWKWARD_ROWS))
+    assert (metrics["query"]["reader"], metrics["query"]["rows"]) == ("copy stream", len(AWKWARD_ROWS))
     assert metrics["reconciliation"]["agree"] is True
 
 
@@ -125,3 +125,22 @@ def test_merge_on_primary_key_updates_rows_on_the_next_run(
     run_connector_pipeline(connector_id)
     names = _rows(config_store, f"SELECT id, name FROM {schema_name}.names ORDER BY id")
     assert len(names) == len(AWKWARD_ROWS) and names[0] == (1, "Renamed")
+
+
+def test_a_query_failing_mid_stream_commits_none_of_its_rows(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], schema_name: str,
+    config_store: str,
+) -> None:
+    """Rows stream from the source's COPY into the destination's: a source that fails after 49,999 rows
+    fails the destination's COPY too, which rolls back; earlier rows of the table stay as they were."""
+    good = make_connector("postgres", {**reader, "query": "SELECT g AS n, 1 AS ratio FROM generate_series(1, 3) g"},
+                          "postgres", {**warehouse, "schema": schema_name, "table_name": "ratios"}, name="first")
+    run_connector_pipeline(good)
+    query = "SELECT g AS n, 100000 / (50000 - g) AS ratio FROM generate_series(1, 90000) g"
+    failing = make_connector("postgres", {**reader, "query": query},
+                             "postgres", {**warehouse, "schema": schema_name, "table_name": "ratios"}, name="second")
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(failing)
+    assert "source query failed" in caught.value.result["log_summary"]
+    assert "division by zero" in caught.value.result["log_summary"]
+    assert _rows(config_store, f"SELECT n FROM {schema_name}.ratios ORDER BY n") == [(1,), (2,), (3,)]
