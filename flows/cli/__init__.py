@@ -66,6 +66,9 @@ def _run(connector_id: int) -> dict[str, Any]:
     """
     from cai_common import ConnectorRunFailed
 
+    # The run's log (tracebacks included) goes to the Prefect server, not this terminal, which gets
+    # the summary. Only this process: `cai worker` keeps its console.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     try:
         if _prefect_api():
             from flows.dlt_pipeline_flow import run_connector_pipeline

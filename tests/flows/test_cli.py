@@ -61,6 +61,10 @@ def test_run_exit_codes_runs_and_connectors_tables(
     failed = cai("run", str(bad))
     assert failed.returncode == 1
     assert "failed run" in failed.stdout and "destination `port` must be an integer" in failed.stdout
+    # the flow's log, tracebacks included, went to the Prefect server; the terminal got the reason
+    assert "Traceback" not in failed.stdout + failed.stderr and "ERROR" not in failed.stdout + failed.stderr
+    assert len((failed.stdout + failed.stderr).strip().splitlines()) <= 3, failed.stdout + failed.stderr
+    assert "ERROR" not in ok.stdout + ok.stderr and "Traceback" not in ok.stdout + ok.stderr
 
     runs = cai("runs", "--connector", str(bad), "--limit", "5")
     assert runs.returncode == 0
