@@ -1,16 +1,16 @@
-"""Benchmark: moving a large object S3 -> folder and S3 -> SFTP, with throughput and peak RSS.
+"""Benchmark: moving a large object S3 -> folder and S3 -> SFTP, against rclone in the same run.
 
-Starts moto's S3 server and an asyncssh SFTP server, each in its own process on loopback (so their
-memory is not counted as ours), puts one object of --mb megabytes (default 1024) in a bucket, then
-measures, each in a fresh process:
+Starts moto's S3 server (its own process on loopback) and Debian's OpenSSH server (`sshd`, key
+login as the current user), puts one object of --mb megabytes (default 1024) in a bucket, then
+measures, each as its own process, whole-process wall time and peak RSS:
 
-- boto3 `download_file` of the object to a folder: the reference (S3's own transfer manager, which
-  neither verifies nor renames);
-- this product's transfer path (`files_transfer`, move with hash verification) to a folder;
-- the same to an SFTP directory.
+- `rclone copyto` of the object to a folder, and to the SFTP server: the reference (rclone from the
+  distribution's package; `apt-get install rclone openssh-server`);
+- this product's transfer path (`files_transfer`, move with hash verification) to a folder, and to
+  the same SFTP server.
 
-Each move is undone between runs (the object is put back). Prints MB/s and peak RSS (process and
-children, sampled every 20 ms). Target: peak RSS under 200 MB whatever the size.
+Each move is undone between runs (the object is put back). Prints MB/s (whole process and in-run)
+and peak RSS (process and children, sampled every 20 ms).
 
     .venv/bin/python bench/transfer.py [--mb 1024]
 """
@@ -31,35 +31,6 @@ from common import measure  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KEY, SECRET, BUCKET = "bench-key", "bench-secret", "bench-transfer"
-
-SFTP_SERVER = """
-import asyncio, sys, asyncssh
-root, port, known_hosts = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-class Server(asyncssh.SSHServer):
-    def password_auth_supported(self): return True
-    def validate_password(self, username, password): return (username, password) == ("bench", "bench-pass")
-
-async def main():
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    await asyncssh.create_server(Server, "127.0.0.1", port, server_host_keys=[key],
-                                 sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root))
-    with open(known_hosts, "w") as f:
-        f.write(f"[127.0.0.1]:{port} {key.export_public_key().decode().strip()}\\n")
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
-REFERENCE = """
-import sys, time, boto3
-endpoint, bucket, key, out = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench-key", aws_secret_access_key="bench-secret",
-                  region_name="us-east-1")
-started = time.monotonic()
-s3.download_file(bucket, key, out)
-print(f"downloaded in {time.monotonic() - started:.2f} s")
-"""
 
 PRODUCT = """
 import json, sys, time
@@ -91,21 +62,39 @@ def _wait_for(port: int) -> None:
     raise SystemExit(f"nothing answered on port {port}")
 
 
+def _sshd(work: Path, port: int) -> subprocess.Popen[bytes]:
+    """Debian's OpenSSH server on loopback, key login as the current user, SFTP by internal-sftp."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise SystemExit("needs OpenSSH's sshd: apt-get install openssh-server")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
+    (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
+    (work / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work}/host_key\nPidFile {work}/sshd.pid\n"
+        f"AuthorizedKeysFile {work}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key = (work / "host_key.pub").read_text().split()
+    (work / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    return subprocess.Popen([sshd, "-D", "-e", "-f", str(work / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=1024, help="object size in MB (1 MB = 2^20 bytes)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench-transfer"))
-    parser.add_argument("--skip-reference", action="store_true",
-                        help="leave out boto3's download (moto makes it slow on large objects)")
     args = parser.parse_args()
+    if not shutil.which("rclone"):
+        raise SystemExit("needs rclone: apt-get install rclone")
     shutil.rmtree(args.work, ignore_errors=True)
-    (args.work / "sftp").mkdir(parents=True)
+    (args.work / "ssh").mkdir(parents=True)
     s3_port, sftp_port = _free_port(), _free_port()
     servers = [
         subprocess.Popen([str(BIN / "python"), "-m", "moto.server", "-p", str(s3_port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([str(BIN / "python"), "-c", SFTP_SERVER, str(args.work / "sftp"), str(sftp_port),
-                          str(args.work / "known_hosts")]),
+        _sshd(args.work / "ssh", sftp_port),
     ]
     try:
         _wait_for(s3_port)
@@ -117,6 +106,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
+    import getpass
     import json
 
     import s3fs
@@ -130,35 +120,49 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
             f.write(block[i % 256:] + block[: i % 256])  # distinct blocks, cheap to make
     size_mb = source.stat().st_size / 1e6
     key = f"{BUCKET}/in/object.bin"
-    env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
+    ssh = args.work / "ssh"
+    drop = Path.home() / f"cai-bench-drop-{os.getpid()}"  # the SFTP user's own folder
+    user = getpass.getuser()
+    # AWS_CA_BUNDLE (set on machines behind a TLS proxy) makes rclone's S3 client refuse to start
+    env = {**{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines"),
+           # rclone's remotes, from its environment (no config file)
+           "RCLONE_CONFIG_SRC_TYPE": "s3", "RCLONE_CONFIG_SRC_PROVIDER": "Other",
+           "RCLONE_CONFIG_SRC_ACCESS_KEY_ID": KEY, "RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY": SECRET,
+           "RCLONE_CONFIG_SRC_ENDPOINT": endpoint, "RCLONE_CONFIG_NAS_TYPE": "sftp",
+           "RCLONE_CONFIG_NAS_HOST": "127.0.0.1", "RCLONE_CONFIG_NAS_PORT": str(sftp_port),
+           "RCLONE_CONFIG_NAS_USER": user, "RCLONE_CONFIG_NAS_KEY_FILE": str(ssh / "client_key"),
+           "RCLONE_CONFIG_NAS_KNOWN_HOSTS_FILE": str(ssh / "known_hosts")}
+    sftp = {"host": "127.0.0.1", "port": sftp_port, "username": user, "pkey_path": str(ssh / "client_key"),
+            "path": str(drop), "known_hosts": str(ssh / "known_hosts")}
     runs = [
-        ("boto3 download_file (reference)", [str(BIN / "python"), "-c", REFERENCE, endpoint, BUCKET,
-                                             "in/object.bin", str(args.work / "reference.bin")], None),
-        ("cai move S3 -> folder (hash verified)", [str(BIN / "python"), "-c", PRODUCT, endpoint, BUCKET, "nfs",
-                                                   json.dumps({"path": str(args.work / "folder")})],
-         args.work / "folder" / "object.bin"),
-        ("cai move S3 -> SFTP (hash verified)", [str(BIN / "python"), "-c", PRODUCT, endpoint, BUCKET, "sftp",
-                                                 json.dumps({"host": "127.0.0.1", "port": sftp_port,
-                                                             "username": "bench", "password": "bench-pass",
-                                                             "path": "/drop",
-                                                             "known_hosts": str(args.work / "known_hosts")})],
-         args.work / "sftp" / "drop" / "object.bin"),
+        ("rclone copyto S3 -> folder (reference)",
+         ["rclone", "copyto", f"src:{key}", str(args.work / "rclone" / "object.bin")],
+         args.work / "rclone" / "object.bin", False),
+        ("cai move S3 -> folder (hash verified)",
+         [str(BIN / "python"), "-c", PRODUCT, endpoint, BUCKET, "nfs", json.dumps({"path": str(args.work / "folder")})],
+         args.work / "folder" / "object.bin", True),
+        ("rclone copyto S3 -> SFTP (reference)",
+         ["rclone", "copyto", f"src:{key}", f"nas:{drop}/rclone.bin"], drop / "rclone.bin", False),
+        ("cai move S3 -> SFTP (hash verified)",
+         [str(BIN / "python"), "-c", PRODUCT, endpoint, BUCKET, "sftp", json.dumps(sftp)], drop / "object.bin", True),
     ]
-    if args.skip_reference:
-        runs = runs[1:]
-    print(f"object: {size_mb:.0f} MB")
-    print(f"\n{'method':40} {'wall s':>7} {'work s':>7} {'MB/s':>7} {'peak RSS MB':>12}")
-    for name, cmd, landed in runs:
-        if not fs.exists(key):
-            fs.put_file(str(source), key)
-        m = measure(cmd, env)
-        if landed is not None:
+    print(f"object: {size_mb:.0f} MB; S3: moto on loopback; SFTP: Debian's OpenSSH on loopback")
+    print(f"\n{'method':42} {'wall s':>7} {'MB/s':>7} {'work s':>7} {'MB/s':>7} {'peak RSS MB':>12}")
+    try:
+        for name, cmd, landed, moves in runs:
+            if not fs.exists(key):
+                fs.put_file(str(source), key)
+            m = measure(cmd, env)
             assert landed.stat().st_size == source.stat().st_size, f"{name}: wrong size at {landed}"
-            assert not fs.exists(key), f"{name}: the source was not moved"
+            assert fs.exists(key) != moves, f"{name}: the source was {'not ' if moves else ''}moved"
             landed.unlink()
-        work = float(m.stdout.rsplit(" in ", 1)[1].split()[0])
-        print(f"{name:40} {m.seconds:>7.2f} {work:>7.2f} {size_mb / work:>7.1f} {m.peak_rss_mb:>12.0f}")
-    print("\nwork s = the transfer itself, timed inside the process after imports; MB/s uses it.")
+            work = float(m.stdout.rsplit(" in ", 1)[1].split()[0]) if moves else m.seconds
+            print(f"{name:42} {m.seconds:>7.2f} {size_mb / m.seconds:>7.1f} {work:>7.2f} {size_mb / work:>7.1f} "
+                  f"{m.peak_rss_mb:>12.0f}")
+    finally:
+        shutil.rmtree(drop, ignore_errors=True)
+    print("\nwall = the whole process (start-up and imports included); work = the transfer itself, timed")
+    print("inside the process after imports (rclone: its wall time).")
 
 
 if __name__ == "__main__":

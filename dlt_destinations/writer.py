@@ -16,9 +16,11 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import queue
 import re
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -215,8 +217,7 @@ def write_file(
         out = dst_fs.open(temp, "wb")
     try:
         with open_read(src_fs, src_path) as source:
-            while chunk := source.read(CHUNK):
-                digest.update(chunk)
+            for chunk in _read_ahead(source, digest):
                 out.write(chunk)
                 size += len(chunk)
         out.close()
@@ -249,6 +250,49 @@ def write_file(
             _remove_partial(dst_fs, temp, target.reopen)
         raise
     return Transferred(size, digest.hexdigest(), verify)
+
+
+_AHEAD = 2
+"""Chunks read (and hashed) ahead of the writer: memory stays at a few `CHUNK`s."""
+
+
+def _read_ahead(source: Any, digest: Any) -> Iterator[bytes]:
+    """The source's chunks, read and hashed on a thread while the caller writes the previous ones.
+
+    Socket reads, SHA-256 and file writes all release the GIL, so reading, hashing and writing
+    overlap instead of adding up. A failed read is raised here; a caller that stops early stops
+    the thread at its next chunk.
+    """
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=_AHEAD)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop.is_set() and (chunk := source.read(CHUNK)):
+                digest.update(chunk)
+                while not stop.is_set():
+                    try:
+                        chunks.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+            chunks.put(None)
+        except BaseException as exc:  # handed to the writer, which raises it
+            chunks.put(exc)
+
+    reader = threading.Thread(target=read, name="cai-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                chunks.get_nowait()  # unblock a reader waiting to put
+        reader.join(60)
 
 
 def _finish_link(fs: AbstractFileSystem, temp: str, final_path: str, expected: int) -> Transferred:
