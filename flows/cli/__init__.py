@@ -83,10 +83,23 @@ def _run(connector_id: int) -> dict[str, Any]:
 
 
 def _prefect_api() -> str | None:
-    """The configured Prefect API (environment or Prefect profile), if any."""
-    from prefect.settings import PREFECT_API_URL
+    """The configured Prefect API, if any: `PREFECT_API_URL`, else the active Prefect profile's.
 
-    url = PREFECT_API_URL.value()
+    Read without importing Prefect (1.5 s): a direct run never loads it.
+    """
+    import tomllib
+    from pathlib import Path
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    url = (profiles.get("profiles") or {}).get(active, {}).get("PREFECT_API_URL")
     return str(url) if url else None
 
 
