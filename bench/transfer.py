@@ -124,7 +124,8 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
     drop = Path.home() / f"cai-bench-drop-{os.getpid()}"  # the SFTP user's own folder
     user = getpass.getuser()
     # AWS_CA_BUNDLE (set on machines behind a TLS proxy) makes rclone's S3 client refuse to start
-    env = {**{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines"),
+    env = {**{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
+           "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines"),
            # rclone's remotes, from its environment (no config file)
            "RCLONE_CONFIG_SRC_TYPE": "s3", "RCLONE_CONFIG_SRC_PROVIDER": "Other",
            "RCLONE_CONFIG_SRC_ACCESS_KEY_ID": KEY, "RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY": SECRET,
