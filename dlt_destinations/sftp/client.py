@@ -10,6 +10,8 @@ of the old entry. Nothing here ever trusts every key.
 
 from __future__ import annotations
 
+import re
+import shlex
 import socket
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ from sshfs.file import SSHFile
 
 from cai_common import CaiError
 from dlt_destinations.sftp.configuration import SftpDestinationConfig
+
+REMOTE_HASH_TIMEOUT = 900.0
+"""Longest wait for the server's `sha256sum` (a 100 GB file hashes in about 5 minutes)."""
 
 
 class HostKeyRefused(CaiError, ConnectionRefusedError):
@@ -74,6 +79,20 @@ class SftpFileSystem(SSHFileSystem):
 
     def _open(self, path: str, *args: Any, **kwargs: Any) -> SftpFile:
         return SftpFile(self, path, *args, **kwargs)
+
+    def remote_sha256(self, path: str) -> str | None:
+        """The server's own SHA-256 of a file (`sha256sum` over an exec channel, stdin closed), or None
+        where the login may not run it (SFTP-only accounts, `ForceCommand internal-sftp`, no sha256sum):
+        the caller then reads the file back. Saves reading every byte back over the link."""
+        try:
+            result = self.execute(f"sha256sum -- {shlex.quote(path)}", check=False, input="",
+                                  timeout=REMOTE_HASH_TIMEOUT)
+        except Exception:  # refused, timed out, not a shell: read back instead
+            return None
+        words = str(result.stdout or "").split()
+        if result.exit_status != 0 or not words or not re.fullmatch(r"[0-9a-f]{64}", words[0]):
+            return None
+        return words[0]
 
     def unstrip_protocol(self, name: str) -> str:
         return f"sftp://{self.server}/{self._strip_protocol(name).lstrip('/')}"

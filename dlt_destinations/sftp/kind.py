@@ -8,11 +8,13 @@ from dlt_destinations.writer import FileTarget
 
 
 def file_target(config: SftpDestinationConfig) -> FileTarget:
-    """The directory over sshfs; a dropped session's partial file is removed over a new one."""
+    """The directory over sshfs; a dropped session's partial file is removed over a new one, and a
+    copy is hashed by the server itself where the login may run `sha256sum` (else read back)."""
     from dlt_destinations.sftp.client import open_sftp
 
-    return FileTarget("sftp", open_sftp(config), config.path.rstrip("/") or "/", atomic_rename=config.atomic_rename,
-                      reopen=lambda: open_sftp(config))
+    fs = open_sftp(config)
+    return FileTarget("sftp", fs, config.path.rstrip("/") or "/", atomic_rename=config.atomic_rename,
+                      reopen=lambda: open_sftp(config), remote_sha256=fs.remote_sha256)
 
 
 def probe(config: SftpDestinationConfig) -> Probe:

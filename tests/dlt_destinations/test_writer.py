@@ -59,3 +59,27 @@ def test_s3_single_put_up_to_the_threshold_multipart_above(tmp_path: Path, s3_bu
     assert "-" not in fs.info(f"{bucket}/small.bin")["ETag"]
     assert re.search(r"-6\"?$", fs.info(f"{bucket}/large.bin")["ETag"])  # 30 MB in 5 MB parts
     assert fs.cat_file(f"{bucket}/large.bin") == large.read_bytes()
+
+
+def test_sftp_copies_are_hashed_by_the_server_where_the_login_may_and_read_back_where_not(
+    tmp_path: Path, openssh_server: dict[str, Any], sftp_server: dict[str, Any],
+) -> None:
+    """Debian's OpenSSH runs `sha256sum` for the login; the SFTP-only test server cannot, so the file is read back."""
+    data = os.urandom(3 * MB + 5)
+    local = tmp_path / "scan.bin"
+    local.write_bytes(data)
+    fs = fsspec.filesystem("file")
+    openssh = DESTINATIONS.parse("sftp", {
+        "host": openssh_server["host"], "port": openssh_server["port"], "username": openssh_server["user"],
+        "pkey_path": openssh_server["client_key"], "path": str(openssh_server["folder"]),
+        "known_hosts": str(tmp_path / "kh")})
+    (tmp_path / "kh").write_text(openssh_server["host_line"] + "\n")
+    target = DESTINATIONS.kind("sftp").file_target(openssh)
+    done = write_file(fs, str(local), target, f"{openssh_server['folder']}/hashed/scan.bin")
+    assert done.verified == "hash (server)" and (openssh_server["folder"] / "hashed" / "scan.bin").read_bytes() == data
+    sftp_only = DESTINATIONS.parse("sftp", {
+        "host": sftp_server["host"], "port": sftp_server["port"], "username": "loader", "password": "sftp-pass-123",
+        "path": f"/{tmp_path.name}", "known_hosts": sftp_server["known_hosts"]})
+    target = DESTINATIONS.kind("sftp").file_target(sftp_only)
+    done = write_file(fs, str(local), target, f"/{tmp_path.name}/scan.bin")
+    assert done.verified == "hash" and (sftp_server["root"] / tmp_path.name / "scan.bin").read_bytes() == data
