@@ -32,6 +32,7 @@ _ERRORS = ("CaiError", "ConnectorConfigError", "ConnectorError", "ConnectorNotFo
 __getattr__ = lazy_exports(__name__, {
     "BaseConfig": "configuration", "FieldProblem": "configuration", "PostgresCredentials": "configuration",
     "mask_secrets": "secrets", **dict.fromkeys(_ERRORS, "errors"),
+    "progress": "progress", "streams": "streams",
 })
 
 __all__ = [

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from fsspec import AbstractFileSystem
 
-from cai_common import CaiError
+from cai_common import CaiError, progress
 
 # Reads: 4 MB pieces. Measured moving 300 MB from S3 (moto) to a folder, peak RSS over the imports
 # was +46 MB with 8 MB reads, +29 MB with 4 MB, +21 MB with 2 MB; 4 MB keeps ranged GETs few.
@@ -223,6 +223,7 @@ def write_file(
             for chunk in _read_ahead(source, digest):
                 out.write(chunk)
                 size += len(chunk)
+                progress.advance(len(chunk))
         out.close()
         stored = dst_fs.size(temp)
         if stored != size or size != expected:

@@ -27,7 +27,7 @@ from dlt.destinations.impl.postgres.factory import PostgresTypeMapper
 from dlt.destinations.impl.postgres.factory import postgres as dlt_postgres
 from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresCsvCopyJob
 
-from cai_common import CaiError, streams
+from cai_common import CaiError, progress, streams
 
 PG_TYPE_HINT = "x-postgres-type"
 """Column hint holding the column's exact PostgreSQL type, used as is in CREATE/ALTER TABLE."""
@@ -89,7 +89,7 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
                 with source as rows, sql_client.begin_transaction(), sql_client.native_connection.cursor() as cursor:
                     # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
                     cursor.execute("SET LOCAL TIME ZONE 'UTC'")
-                    cursor.copy_expert(copy_sql, rows, size=COPY_READ_SIZE)
+                    cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
                     copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
             except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
                 raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc

@@ -77,7 +77,8 @@ def _run(connector_id: int) -> dict[str, Any]:
         from flows.orchestration.run import run_directly
 
         _log_to_file()
-        return run_directly(connector_id)
+        with _progress_bar():
+            return run_directly(connector_id)
     except ConnectorRunFailed as exc:
         return exc.result
 
@@ -101,6 +102,24 @@ def _prefect_api() -> str | None:
     active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
     url = (profiles.get("profiles") or {}).get(active, {}).get("PREFECT_API_URL")
     return str(url) if url else None
+
+
+def _progress_bar() -> Any:
+    """On a terminal, a bar of bytes moved and their rate while the run works; elsewhere nothing."""
+    import contextlib
+
+    if not console.is_terminal:
+        return contextlib.nullcontext()
+    from rich.progress import DownloadColumn, Progress, SpinnerColumn, TimeElapsedColumn, TransferSpeedColumn
+
+    from cai_common.progress import watching
+
+    stack = contextlib.ExitStack()
+    bar = stack.enter_context(Progress(SpinnerColumn(), "{task.description}", DownloadColumn(), TransferSpeedColumn(),
+                                       TimeElapsedColumn(), console=console, transient=True))
+    task = bar.add_task("running", total=None)
+    stack.enter_context(watching(lambda nbytes: bar.advance(task, nbytes)))
+    return stack
 
 
 def _log_to_file() -> None:

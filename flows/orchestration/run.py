@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cai_common import ConnectorRunFailed, explain, mask_secrets
+from cai_common import ConnectorRunFailed, explain, mask_secrets, progress
 
 MAX_SUMMARY = 4000
 """The most summary a run record keeps: enough for a traceback's last lines."""
@@ -85,7 +85,8 @@ def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
     try:
         path = data_path_for(connector)
         logger.info("%s: %s -> %s via %s", label, connector.source_type, connector.destination_type, path.__name__)
-        outcome = path(connector)
+        with progress.watching(progress.logging_every(logger, label)):
+            outcome = path(connector)
     except Exception as exc:
         logger.error("%s: %s", label, mask_secrets(traceback.format_exc(), secrets))
         return {
