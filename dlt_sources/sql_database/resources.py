@@ -10,7 +10,6 @@ from dlt.extract.resource import DltResource
 
 from cai_common import streams
 from cai_common.pg_types import dlt_column
-from dlt_destinations.writer import sha256_file
 from dlt_sources.sql_database.columns import ResultColumn
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 from dlt_sources.sql_database.export import csv_stream, export_csv
@@ -26,9 +25,9 @@ def query_csv_file(
     def exported_files() -> object:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / f"{uuid.uuid4().hex}.csv"
-        size = export_csv(config, path, report, connector_id)
+        size, sha256 = export_csv(config, path, report, connector_id)
         yield {"local_path": str(path), "file_name": file_name, "rows": report.rows, "bytes": size,
-               "sha256": sha256_file(path)}
+               "sha256": sha256}
 
     return dlt.resource(exported_files, name="exported_files")
 
