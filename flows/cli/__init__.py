@@ -123,7 +123,8 @@ def _progress_bar() -> Any:
 
 
 def _log_to_file() -> None:
-    """Direct runs log (tracebacks included) to `<cai data dir>/logs/runs.log`, not to the terminal."""
+    """Direct runs log (tracebacks included) to `<cai data dir>/logs/runs.log` (rotated at 10 MB, 5 kept),
+    not to the terminal."""
     import logging
 
     from flows.store.embedded import data_dir
@@ -132,7 +133,9 @@ def _log_to_file() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("cai.run")
     if not logger.handlers:
-        handler = logging.FileHandler(folder / "runs.log", encoding="utf-8")
+        from logging.handlers import RotatingFileHandler
+
+        handler = RotatingFileHandler(folder / "runs.log", maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
