@@ -66,8 +66,3 @@ class Counted:
         data: bytes = self.inner.read(size)
         advance(len(data))
         return data
-
-    def readline(self, size: int = -1) -> bytes:
-        line: bytes = self.inner.readline(size)
-        advance(len(line))
-        return line

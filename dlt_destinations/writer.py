@@ -53,15 +53,6 @@ def safe_join(root: str, relative: str) -> str:
     return f"{root.rstrip('/')}/{normal}"
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a local file, read in `CHUNK` pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_read(fs: AbstractFileSystem, path: str) -> Any:
     """Open for streaming reads: the filesystem's `open_stream` when its kind offers one (one request
     per object), else its own `open` (SFTP servers cap a read's size; sshfs negotiates it)."""

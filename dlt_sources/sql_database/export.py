@@ -124,6 +124,7 @@ def csv_stream(
         fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, COPY_BUFFER)
     failure: list[BaseException] = []
     report.reader = "copy stream" if exact else "copy"
+    report.streams_opened += 1
 
     def produce() -> None:
         try:

@@ -21,5 +21,7 @@ class QueryReport:
     fallback_reason: str | None = None
     stream_files: list[str] = field(default_factory=list)
     """Placeholder load files standing for streamed rows (`cai_common.streams`), forgotten after the load."""
+    streams_opened: int = 0
+    """How many times a load job opened the stream: 0 after a load means the rows never moved."""
     as_text: list[str] = field(default_factory=list)
     """Columns whose type has no exact equivalent in the destination, landed as text (`name (type)`)."""

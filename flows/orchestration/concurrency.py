@@ -49,10 +49,11 @@ def one_run_per_connector(connector_id: int, timeout: float | None = None, url: 
     conn = psycopg.connect(url or database_url(), autocommit=True, connect_timeout=10,
                            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
     try:
-        for name, value in _SESSION_SETTINGS.items():
-            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        settings = dict(_SESSION_SETTINGS)
         if conn.info.server_version >= 140000:  # a DBA's idle_session_timeout must not drop the lock
-            conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
+            settings["idle_session_timeout"] = "0"
+        conn.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(settings)),
+                     [item for pair in settings.items() for item in pair])
         if timeout <= 0:
             taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id)).fetchone()
             if not (taken and taken[0]):

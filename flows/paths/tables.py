@@ -27,6 +27,7 @@ from dlt_sources.filesystem import (
     open_filesystem,
 )
 from dlt_sources.sql_database import (
+    QueryError,
     QueryReport,
     SqlDatabaseSourceConfig,
     describe_query,
@@ -72,6 +73,9 @@ def query_to_table(connector: ConnectorConfig) -> PathOutcome:
     finally:
         for path in report.stream_files:
             streams.forget(path)
+    if report.stream_files and not report.streams_opened:  # the load read the placeholder, not the rows
+        raise QueryError(connector.connector_id, "the query's rows never reached the table: the load read its "
+                         "placeholder file instead of the stream (a load package copied rather than linked?)")
     metrics["query"] = {"reader": report.reader, "rows": report.rows, "columns_as_text": report.as_text}
     metrics["row_counts"] = {table: report.rows}
     reconcile(metrics, {table: report.rows}, copied_rows(metrics["load_ids"]))

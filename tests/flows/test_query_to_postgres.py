@@ -144,3 +144,18 @@ def test_a_query_failing_mid_stream_commits_none_of_its_rows(
     assert "source query failed" in caught.value.result["log_summary"]
     assert "division by zero" in caught.value.result["log_summary"]
     assert _rows(config_store, f"SELECT n FROM {schema_name}.ratios ORDER BY n") == [(1,), (2,), (3,)]
+
+
+def test_a_load_that_never_opened_the_stream_fails_instead_of_loading_nothing(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], schema_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the load job ever read the placeholder file (a package copied, not linked), the run says so."""
+    from cai_common import streams
+
+    monkeypatch.setattr(streams, "opener_for", lambda path: None)
+    connector_id = make_connector("postgres", {**reader, "query": "SELECT g AS n FROM generate_series(1, 3) g"},
+                                  "postgres", {**warehouse, "schema": schema_name, "table_name": "never"})
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    assert "rows never reached the table" in caught.value.result["log_summary"]
