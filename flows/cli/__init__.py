@@ -86,13 +86,21 @@ def _run(connector_id: int) -> dict[str, Any]:
 def _prefect_api() -> str | None:
     """The configured Prefect API, if any: `PREFECT_API_URL`, else the active Prefect profile's.
 
-    Read without importing Prefect (1.5 s): a direct run never loads it.
+    Read without importing Prefect (1.5 s) in the usual case, so a direct run never loads it. Where
+    Prefect's other settings sources exist in the current folder (`prefect.toml`, `pyproject.toml`,
+    `.env`), Prefect's own resolution decides.
     """
     import tomllib
     from pathlib import Path
 
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
+    if any(Path(name).is_file() for name in ("prefect.toml", ".env")) or (
+            Path("pyproject.toml").is_file() and "[tool.prefect" in Path("pyproject.toml").read_text()):
+        from prefect.settings import PREFECT_API_URL
+
+        configured = PREFECT_API_URL.value()
+        return str(configured) if configured else None
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
     try:

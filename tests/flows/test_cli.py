@@ -153,3 +153,23 @@ def test_cai_run_without_a_prefect_api_runs_directly_and_keeps_tracebacks_off_th
                           text=True, timeout=60, check=False)
     assert runs.returncode == 0 and "│ failed │" in runs.stdout
     assert max(len(line) for line in runs.stdout.splitlines()) <= 80, runs.stdout
+
+
+@pytest.mark.parametrize("where", ["nowhere", "profile", "prefect.toml"])
+def test_the_prefect_api_is_found_where_prefect_itself_would_find_it(tmp_path: Path, where: str) -> None:
+    """A direct run happens only where no Prefect API is configured by any of Prefect's sources."""
+    import sys
+
+    home, folder = tmp_path / "prefect-home", tmp_path / "cwd"
+    home.mkdir()
+    folder.mkdir()
+    if where == "profile":
+        (home / "profiles.toml").write_text('active = "prod"\n[profiles.prod]\n'
+                                            'PREFECT_API_URL = "http://prefect.example:4200/api"\n')
+    if where == "prefect.toml":
+        (folder / "prefect.toml").write_text('[api]\nurl = "http://prefect.example:4200/api"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    found = subprocess.run([sys.executable, "-c", "from flows.cli import _prefect_api; print(_prefect_api())"],
+                           cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    assert found == ("None" if where == "nowhere" else "http://prefect.example:4200/api")

@@ -483,3 +483,39 @@ def test_an_openssh_server_killed_mid_upload_loses_nothing_and_the_next_run_clea
     assert [p.name for p in folder.iterdir()] == ["scan.bin"]  # no temp file of the killed session
     assert hashlib.sha256((folder / "scan.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
     assert list(incoming.iterdir()) == []
+
+
+def test_secrets_a_server_echoes_back_appear_nowhere_in_a_direct_run(
+    make_connector: Callable[..., int], incoming: Path, httpserver: Any, config_store: str, tmp_path: Path,
+) -> None:
+    """`cai run` without Prefect: the terminal, `runs.log`, the run record and the pipelines stay clean."""
+    import json
+
+    from werkzeug import Request, Response
+
+    from flows.store.run_records import list_runs
+    from tests.flows.test_cli import CAI
+
+    def echo(request: Request) -> Response:
+        return Response(json.dumps(dict(request.headers)), status=403)
+
+    httpserver.expect_request("/upload").respond_with_handler(echo)
+    (incoming / "labs.csv").write_bytes(b"id\n1\n")
+    secrets = ["pw-direct-6610", "c3ZjLWRpcmVjdDpwdy1kaXJlY3QtNjYxMA==", "token-direct-2207"]
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming)}, "rest_api",
+        {"url": httpserver.url_for("/upload"), "auth_type": "basic", "username": "svc-direct",
+         "password": "pw-direct-6610", "headers": {"X-Token": "token-direct-2207"}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(DATABASE_URL=config_store, CAI_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"),
+               COLUMNS="400")
+    env.pop("CAI_PIPELINES_DIR", None)  # the pipelines go under CAI_HOME, scanned below
+    done = subprocess.run([CAI, "run", str(connector_id)], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 1 and "HTTP 403" in done.stdout, done.stdout + done.stderr
+    assert "HTTP 403" in (tmp_path / "home" / "logs" / "runs.log").read_text()
+    record = json.dumps(list_runs(connector_id, 1), default=str)
+    for output in (done.stdout + done.stderr, record):
+        for secret in secrets:
+            assert secret not in output, f"`{secret}` leaked into: {output[:300]}"
+    assert files_holding(tmp_path / "home", secrets) == []  # runs.log, dlt's pipelines
