@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def postgres_version(dsn: str) -> str:
@@ -10,7 +11,12 @@ def postgres_version(dsn: str) -> str:
     import psycopg
 
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
+        return server_version(conn)
+
+
+def server_version(conn: Any) -> str:
+    """`PostgreSQL <version>` of an open connection."""
+    version = conn.execute("SHOW server_version").fetchone()
     return f"PostgreSQL {version[0] if version else '?'}"
 
 

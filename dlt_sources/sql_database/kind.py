@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cai_common.kinds import Caution, Probe, SourceKind
+from cai_common.probes import server_version
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
 
 
@@ -13,9 +14,8 @@ def _login(dsn: str) -> str:
     from dlt_sources.sql_database.login import LOGIN_POWERS, write_powers
 
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
+        server = server_version(conn)
         powers = write_powers(conn.execute(LOGIN_POWERS).fetchone())
-    server = f"PostgreSQL {version[0] if version else '?'}"
     if powers:
         return Caution(f"{server}; {powers}: a query's functions could write through it, use a read-only role "
                        "(README: Queries only read)")
