@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlencode
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -19,6 +20,9 @@ from pydantic import (
 from cai_common.errors import ConnectorConfigError
 
 ConfigT = TypeVar("ConfigT", bound="BaseConfig")
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+"""libpq's `sslmode` values."""
 
 
 class BaseConfig(BaseModel):
@@ -152,6 +156,12 @@ class PostgresCredentials(BaseConfig):
     connection_string: SecretStr | None = Field(
         None, description="postgresql://user:pass@host:port/db; wins over the separate fields"
     )
+    sslmode: SslMode | None = Field(
+        None, description="TLS: disable, allow, prefer (libpq's default), require, verify-ca or verify-full"
+    )
+    sslrootcert: str | None = Field(None, description="TLS: CA certificate file the server's certificate must chain to")
+    sslcert: str | None = Field(None, description="TLS: client certificate file")
+    sslkey: str | None = Field(None, description="TLS: client private key file")
 
     @model_validator(mode="after")
     def _need_a_server(self) -> Self:
@@ -161,6 +171,21 @@ class PostgresCredentials(BaseConfig):
                 "is required: give `host` and `database` (with `username`/`password`) or a `connection_string`",
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_files_exist(self) -> Self:
+        for name in ("sslrootcert", "sslcert", "sslkey"):
+            path = getattr(self, name)
+            if path and path != "system" and not Path(path).expanduser().is_file():
+                raise FieldProblem(name, f"must be a readable file; `{path}` does not exist on this worker")
+        return self
+
+    def tls_parameters(self) -> dict[str, str]:
+        """The TLS settings given as fields (libpq keywords), for the DSN."""
+        values = {"sslmode": self.sslmode, "sslrootcert": self.sslrootcert, "sslcert": self.sslcert,
+                  "sslkey": self.sslkey}
+        return {k: str(Path(v).expanduser()) if k != "sslmode" and v != "system" else v
+                for k, v in values.items() if v}
 
     def location(self) -> str:
         """The server and database, without credentials: `postgresql://host:port/db`."""
@@ -174,17 +199,29 @@ class PostgresCredentials(BaseConfig):
                 under trust auth.
         """
         if self.connection_string is not None:
-            url = self.connection_string.get_secret_value()
+            url = with_parameters(self.connection_string.get_secret_value(), self.tls_parameters())
             return _with_dummy_password(url) if dummy_password else url
         password = self.password.get_secret_value() if self.password else ("x" if dummy_password else "")
         user = quote(self.username or "postgres", safe="")
         auth = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
         host = self.host or ""
+        query = self.tls_parameters()
         if host.startswith("/"):  # unix socket directory: libpq takes it as a query parameter
-            return f"postgresql://{auth}localhost:{self.port}/{quote(self.database or '')}?" + urlencode(
-                {"host": host}
-            )
-        return f"postgresql://{auth}{host}:{self.port}/{quote(self.database or '')}"
+            query = {"host": host, **query}
+            host = "localhost"
+        url = f"postgresql://{auth}{host}:{self.port}/{quote(self.database or '')}"
+        return f"{url}?{urlencode(query)}" if query else url
+
+
+def with_parameters(url: str, parameters: dict[str, str]) -> str:
+    """A libpq URL with ``parameters`` set in its query string (replacing the URL's own values)."""
+    if not parameters:
+        return url
+    if "://" not in url:  # a conninfo string (`host=... dbname=...`): later keywords win
+        return url + "".join(f" {key}='{value}'" for key, value in parameters.items())
+    parts = urlsplit(url)
+    query = {**dict(parse_qsl(parts.query)), **parameters}
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def server_location(dsn: str) -> str:

@@ -141,15 +141,19 @@ def is_transient(exc: BaseException) -> bool:
     import psycopg
     from dlt.common.exceptions import TerminalException, TransientException
 
+    from cai_common.tls import tls_failure_in
+
     if isinstance(exc, CaiError):
         return exc.transient
-    if isinstance(exc, TerminalException):
+    if isinstance(exc, TerminalException) or tls_failure_in(exc):  # a certificate that fails fails again
         return False
     return isinstance(exc, TransientException | psycopg.OperationalError | ConnectionError | TimeoutError)
 
 
 def explain(exc: BaseException) -> str:
     """The most telling message in an exception chain (dlt wraps the real cause two levels deep)."""
+    from cai_common.tls import tls_problem
+
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:
@@ -164,4 +168,7 @@ def explain(exc: BaseException) -> str:
     message = str(root).strip() or type(root).__name__
     if not ours:
         message = f"{type(root).__name__}: {message}"
+        tls = tls_problem(message)
+        if tls:
+            message += f" (TLS: {tls[1]}; check `{tls[0]}`)"
     return f"{step} step failed: {message}" if step else message

@@ -47,6 +47,16 @@ def _read_only_url(dsn: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
+def _wants_tls(dsn: str) -> bool:
+    """Whether the DSN (or libpq's environment) asks for TLS beyond libpq's default `prefer`."""
+    import os
+
+    query = dict(parse_qsl(urlsplit(dsn).query))
+    mode = query.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
+    files = any(query.get(k) or os.environ.get(f"PG{k.upper()}") for k in ("sslrootcert", "sslcert", "sslkey"))
+    return mode not in ("disable", "allow", "prefer") or files
+
+
 def query_batches(
     config: SqlDatabaseSourceConfig, report: QueryReport, connector_id: int | None = None
 ) -> Iterator[pa.RecordBatch]:
@@ -57,6 +67,12 @@ def query_batches(
         QueryError: PostgreSQL failed the query.
     """
     ensure_read_only_query(config.query, connector_id)
+    if _wants_tls(config.dsn()):
+        # connectorx neither verifies a server against `sslrootcert` nor presents client certificates
+        # the way libpq does: TLS goes through libpq (psycopg), never a weaker handshake.
+        report.reader, report.fallback_reason = "psycopg", "TLS settings: libpq verifies the server"
+        yield from _cursor_batches(config, report, connector_id)
+        return
     try:
         reader = cx.read_sql(_read_only_url(config.dsn()), config.query, return_type="arrow_stream",
                              batch_size=config.batch_size)

@@ -89,10 +89,11 @@ def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
             outcome = path(connector)
     except Exception as exc:
         logger.error("%s: %s", label, mask_secrets(traceback.format_exc(), secrets))
+        reason = tls_diagnosis(connector, exc) or explain(exc)
         return {
             "status": "failed",
             "rows_ingested": 0,
-            "log_summary": mask_secrets(f"{label}: {explain(exc)}", secrets),
+            "log_summary": mask_secrets(f"{label}: {reason}", secrets),
             "metrics": _masked({**getattr(exc, "metrics", {}), "duration_s": round(time.monotonic() - started, 3)},
                                secrets),
         }
@@ -108,6 +109,33 @@ def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
         "log_summary": mask_secrets(summary, secrets),
         "metrics": _masked({**outcome.metrics, "duration_s": round(time.monotonic() - started, 3)}, secrets),
     }
+
+
+def tls_diagnosis(connector: Any, exc: BaseException) -> str | None:
+    """Which PostgreSQL end refused TLS and which field to change, when ``exc`` is a TLS failure.
+
+    libpq's message names an address, not the config that led there, so each PostgreSQL end is tried
+    again (one connection each, only on this failure path) and the first that fails TLS is named.
+    """
+    import psycopg
+
+    from cai_common import PostgresCredentials
+    from cai_common.tls import libpq_reason, tls_failure_in, tls_problem
+
+    if not tls_failure_in(exc):
+        return None
+    for side, config in (("source", connector.source), ("destination", connector.destination)):
+        if not isinstance(config, PostgresCredentials):
+            continue
+        try:
+            psycopg.connect(config.dsn(), connect_timeout=10).close()
+        except psycopg.OperationalError as failure:
+            problem = tls_problem(str(failure))
+            if problem:
+                field, meaning = problem
+                return (f"{side} `{field}`: TLS to {config.location()} failed: {libpq_reason(str(failure))} "
+                        f"({meaning})")
+    return None
 
 
 def run_directly(connector_id: int, flow_run_id: str | None = None) -> dict[str, Any]:
