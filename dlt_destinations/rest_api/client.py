@@ -139,6 +139,14 @@ def _retryable(status: int) -> bool:
     return status == 429 or status >= 500
 
 
+def _ssl_reason(exc: Exception) -> str:
+    """OpenSSL's reason out of requests' nested SSLError text, e.g. `certificate verify failed: ...`."""
+    import re
+
+    found = re.search(r"SSLError\(\d*,? ?['\"]?\[?[^\]]*\]? ?([^'\"]+)", str(exc))
+    return (found[1] if found else str(exc)).strip()[:200]
+
+
 def upload_file(
     config: RestApiDestinationConfig, opener: Callable[[], IO[bytes]], size: int, relative_path: str, *,
     session: requests.Session | None = None, sleep: Callable[[float], Any] = time.sleep,
@@ -153,7 +161,11 @@ def upload_file(
         response: requests.Response | None = None
         try:
             response = http.request(config.method, url, data=body, headers=headers, auth=basic_auth(config),
-                                    timeout=(config.connect_timeout, config.read_timeout), allow_redirects=False)
+                                    timeout=(config.connect_timeout, config.read_timeout), allow_redirects=False,
+                                    verify=config.tls_verify())
+        except requests.exceptions.SSLError as exc:  # a certificate that fails fails again: not retried
+            raise UploadRefused(f"{config.method} {url}: TLS verification failed ({_ssl_reason(exc)}); set `verify` "
+                                "to the CA certificate file that signed the server's certificate", None) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             last = f"{type(exc).__name__}: {exc}"
         else:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from cai_common import BaseConfig, FieldProblem
 
@@ -32,6 +33,19 @@ class RestApiDestinationConfig(BaseConfig):
     retry_backoff_seconds: float = Field(1.0, ge=0, le=60, description="first retry delay, doubled each time")
     connect_timeout: float = Field(30.0, gt=0, description="seconds to wait for a connection")
     read_timeout: float = Field(300.0, gt=0, description="seconds to wait for the server's answer")
+    verify: str | None = Field(None, description="CA certificate file (PEM) that signed an https server's "
+                                                 "certificate; default: the system's CAs. Never turns checks off")
+
+    @field_validator("verify")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError(f"must be a readable CA certificate file; `{value}` does not exist on this worker")
+        return value
+
+    def tls_verify(self) -> str | bool:
+        """What requests' `verify` gets: the CA file, or True (the system's CAs); never False."""
+        return str(Path(self.verify).expanduser()) if self.verify else True
 
     def secret_values(self) -> list[str]:
         """The secret fields and header values, plus HTTP Basic's base64 form (servers echo it back)."""

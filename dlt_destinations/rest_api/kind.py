@@ -21,7 +21,8 @@ def probe(config: RestApiDestinationConfig) -> Probe:
     def check() -> str:
         import requests
 
-        response = requests.head(config.url.split("{", 1)[0], timeout=5, allow_redirects=False)
+        response = requests.head(config.url.split("{", 1)[0], timeout=5, allow_redirects=False,
+                                 verify=config.tls_verify())
         return f"HTTP {response.status_code}"
 
     return Probe(config.url, check)

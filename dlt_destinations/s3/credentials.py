@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ class S3Credentials(BaseConfig):
     aws_secret_access_key: SecretStr | None = Field(None, description="secret key (env MINIO_SECRET_KEY)")
     endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://minio:9000 (env MINIO_ENDPOINT)")
     region_name: str | None = Field(None, description="region; MinIO ignores it")
+    ca_bundle: str | None = Field(None, description="CA certificate file (PEM) that signed an https endpoint's "
+                                                    "certificate; default: the system's CAs (or env AWS_CA_BUNDLE)")
     connect_timeout: float = Field(10.0, gt=0, le=600, description="seconds to wait for a connection to the endpoint")
     read_timeout: float = Field(60.0, gt=0, le=3600, description="seconds to wait for an answer (per read)")
     attempts: int = Field(3, ge=1, le=10, description="tries of each request on connection errors and 5xx")
@@ -60,6 +63,13 @@ class S3Credentials(BaseConfig):
             if filled.get(key) in (None, "") and value:
                 filled[key] = value
         return filled
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_exists(cls, value: str | None) -> str | None:
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError(f"must be a readable CA certificate file; `{value}` does not exist on this worker")
+        return value
 
     @field_validator("endpoint_url")
     @classmethod
@@ -108,6 +118,8 @@ class S3Credentials(BaseConfig):
             client_kwargs["endpoint_url"] = self.endpoint_url
         if self.region_name:
             client_kwargs["region_name"] = self.region_name
+        if self.ca_bundle:
+            client_kwargs["verify"] = str(Path(self.ca_bundle).expanduser())
         if client_kwargs:
             options["client_kwargs"] = client_kwargs
         # Every request is bounded: a link that goes silent fails the file after attempts x timeouts

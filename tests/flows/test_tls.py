@@ -217,3 +217,106 @@ def test_tls_fields_must_name_files_that_exist() -> None:
     with pytest.raises(ConnectorConfigError, match=r"destination `sslmode` must be"):
         PostgresDestinationConfig.parse({"host": "db", "database": "cai", "sslmode": "verify"},
                                         connector_id=9, side="destination")
+
+
+@pytest.fixture(scope="module")
+def https_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA made here and a server certificate for `localhost` it signed (for S3 and REST over https)."""
+    from tests.tlspg import make_ca, make_server_cert
+
+    folder = tmp_path_factory.mktemp("https")
+    ca, ca_key, ca_cert = make_ca(folder, "https test CA")
+    cert, key = make_server_cert(folder, ca_key, ca_cert, "localhost")
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+@pytest.fixture(scope="module")
+def https_s3(https_pair: dict[str, Path]) -> Iterator[str]:
+    """moto's S3 server over https with the test CA's certificate, in its own process."""
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port),
+                               "--ssl-cert", str(https_pair["cert"]), "--ssl-key", str(https_pair["key"])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "moto exited"
+                time.sleep(0.05)
+        yield f"https://localhost:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_s3_over_https_verifies_the_endpoint_with_ca_bundle(
+    https_s3: str, https_pair: dict[str, Path], make_connector: Any, incoming: Path,
+) -> None:
+    import boto3
+
+    from flows.orchestration.run import run_directly
+
+    s3 = boto3.client("s3", endpoint_url=https_s3, aws_access_key_id="tls-key-id", aws_secret_access_key="tls-secret-value",
+                      region_name="us-east-1", verify=str(https_pair["ca"]))
+    s3.create_bucket(Bucket="tls-drop")
+    payload = b"mrn,dose\n00123,1.500\n"
+    (incoming / "labs.csv").write_bytes(payload)
+    s3_config = {"bucket": "tls-drop", "prefix": "in", "endpoint_url": https_s3, "aws_access_key_id": "tls-key-id",
+                 "aws_secret_access_key": "tls-secret-value"}
+    refused = make_connector("filesystem", {"path": str(incoming), "transfer": "move"}, "s3", s3_config)
+    with pytest.raises(ConnectorRunFailed) as caught:  # the system's CAs do not know the test CA
+        run_directly(refused)
+    assert "certificate verify failed" in caught.value.result["log_summary"], caught.value.result["log_summary"]
+    assert (incoming / "labs.csv").read_bytes() == payload  # the source stays
+    verified = make_connector("filesystem", {"path": str(incoming), "transfer": "move"},
+                              "s3", {**s3_config, "ca_bundle": str(https_pair["ca"])})
+    assert run_directly(verified)["status"] == "success"
+    assert s3.get_object(Bucket="tls-drop", Key="in/labs.csv")["Body"].read() == payload
+    assert not (incoming / "labs.csv").exists()
+
+
+def test_rest_over_https_verifies_the_server_with_verify(
+    https_pair: dict[str, Path], make_connector: Any, incoming: Path,
+) -> None:
+    import ssl
+
+    from pytest_httpserver import HTTPServer
+
+    from flows.orchestration.run import run_directly
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(https_pair["cert"], https_pair["key"])
+    server = HTTPServer(host="localhost", port=0, ssl_context=context)
+    received: list[bytes] = []
+
+    def record(request: Any) -> Any:
+        from werkzeug import Response
+
+        received.append(request.files["file"].read())
+        return Response('{"ok": true}', status=201)
+
+    server.expect_request("/upload").respond_with_handler(record)
+    server.start()
+    try:
+        url = server.url_for("/upload")
+        assert url.startswith("https://localhost:")
+        (incoming / "note.txt").write_bytes(b"clinical note\n")
+        refused = make_connector("filesystem", {"path": str(incoming), "transfer": "copy"}, "rest_api", {"url": url})
+        with pytest.raises(ConnectorRunFailed) as caught:
+            run_directly(refused)
+        summary = caught.value.result["log_summary"]
+        assert "TLS verification failed" in summary and "`verify`" in summary, summary
+        assert received == []  # nothing was sent over an unverified connection
+        verified = make_connector("filesystem", {"path": str(incoming), "transfer": "copy"},
+                                  "rest_api", {"url": url, "verify": str(https_pair["ca"])})
+        assert run_directly(verified)["status"] == "success"
+        assert received == [b"clinical note\n"]
+    finally:
+        server.stop()
