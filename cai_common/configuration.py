@@ -54,6 +54,12 @@ class BaseConfig(BaseModel):
                 values.extend(str(v) for v in value.values() if len(str(v)) >= 6)
         return values
 
+    @classmethod
+    def secret_fields(cls) -> list[str]:
+        """Names of the fields that hold secrets (SecretStr, or marked secret-bearing)."""
+        return [name for name, info in cls.model_fields.items()
+                if info.annotation in (SecretStr, SecretStr | None) or _secret_bearing(info)]
+
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:

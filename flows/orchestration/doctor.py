@@ -46,6 +46,7 @@ def _probe(check: str, target: str, probe: Callable[[], str], secrets: Sequence[
 
 def connector_checks(url: str | None = None) -> list[Check]:
     """Source and destination checks for every connector (a config that does not parse is a FAIL)."""
+    from cai_common.secret_refs import plaintext_secrets
     from dlt_destinations import DESTINATIONS
     from dlt_sources import SOURCES
     from flows.store.catalog import list_connectors
@@ -55,11 +56,19 @@ def connector_checks(url: str | None = None) -> list[Check]:
     for row in list_connectors(url):
         label = f"connector {row['id']} ({row['name']})"
         try:
-            connector = ConnectorConfig.from_dict(read_connector_config(int(row["id"]), url))
+            stored = read_connector_config(int(row["id"]), url)
+            connector = ConnectorConfig.from_dict(stored)
         except Exception as exc:
             checks.append(Check(f"{label} config", "", False, mask_secrets(str(exc))[:300]))
             continue
         secrets = connector.secret_values()
+        plaintext = [f"{side} `{name}`" for side, model, raw in (
+            ("source", connector.source, stored["source_config"]),
+            ("destination", connector.destination, stored["destination_config"]))
+            for name in plaintext_secrets(raw, type(model).secret_fields())]
+        if plaintext:
+            checks.append(Check(f"{label} secrets", "", True, "plaintext in " + ", ".join(plaintext) +
+                                ': store each as {"secret": "env:NAME"} or {"secret": "prefect:BLOCK"}', warn=True))
         for side, registry, kind, config in (
             ("source", SOURCES, connector.source_type, connector.source),
             ("destination", DESTINATIONS, connector.destination_type, connector.destination),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cai_common import BaseConfig, ConnectorConfigError, ConnectorNotFound
 from cai_common.configuration import json_kind
+from cai_common.secret_refs import Resolved, resolve
 from dlt_destinations import DESTINATIONS
 from dlt_sources import SOURCES
 from flows.store.config_merge import deep_merge
@@ -40,6 +41,8 @@ class ConnectorConfig:
     source: BaseConfig
     destination_type: str
     destination: BaseConfig
+    referenced_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Values that secret references (`{"secret": "env:NAME"}`) resolved to: masked like secret fields."""
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> ConnectorConfig:
@@ -54,18 +57,24 @@ class ConnectorConfig:
                 raise ConnectorConfigError(
                     connector_id, side, f"defined_{side}_id", f"must point at a defined {side} with a type"
                 )
+        source_type = SOURCES.canonical(config["source_type"], connector_id)
+        destination_type = DESTINATIONS.canonical(config["destination_type"], connector_id)
+        source = _resolved(config["source_config"], connector_id, "source")
+        destination = _resolved(config["destination_config"], connector_id, "destination")
         return cls(
             connector_id=connector_id,
             connector_name=config["connector_name"],
-            source_type=SOURCES.canonical(config["source_type"], connector_id),
-            source=SOURCES.parse(config["source_type"], config["source_config"], connector_id),
-            destination_type=DESTINATIONS.canonical(config["destination_type"], connector_id),
-            destination=DESTINATIONS.parse(config["destination_type"], config["destination_config"], connector_id),
+            source_type=source_type,
+            source=SOURCES.parse(config["source_type"], source.config, connector_id),
+            destination_type=destination_type,
+            destination=DESTINATIONS.parse(config["destination_type"], destination.config, connector_id),
+            referenced_secrets=tuple(source.secrets + destination.secrets),
         )
 
     def secret_values(self) -> list[str]:
-        """Every secret in this connector's configs, for masking."""
-        return self.source.secret_values() + self.destination.secret_values()
+        """Every secret in this connector's configs, for masking (referenced values included)."""
+        return self.source.secret_values() + self.destination.secret_values() + [
+            value for value in self.referenced_secrets if len(value) >= 4]
 
     def warnings(self) -> list[str]:
         """Keys in the stored configs that nothing reads (likely typos)."""
@@ -77,6 +86,13 @@ class ConnectorConfig:
             )
             for key in model.unknown_keys()
         ]
+
+
+def _resolved(raw: Any, connector_id: int, side: str) -> Resolved:
+    """The config with its secret references resolved (a non-object is left for the model to refuse)."""
+    if not isinstance(raw, dict):
+        return Resolved(config=raw)
+    return resolve(raw, connector_id=connector_id, side=side)
 
 
 def read_connector_config(connector_id: int, url: str | None = None) -> dict[str, Any]:
