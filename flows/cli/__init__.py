@@ -342,13 +342,15 @@ def trigger(
     connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")],
     wait: Annotated[bool, typer.Option(help="wait for the run to end and print its outcome")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 3600,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="idempotency key: a repeated trigger with the same key returns the run it created")] = None,
 ) -> None:
     """Start a run on the workers, as the backend does (a flow run of the deployment)."""
     from flows.orchestration import trigger as api
     from flows.store.run_records import find_run_by_flow_run
 
     try:
-        flow_run_id = api.trigger(connector_id)
+        flow_run_id = api.trigger(connector_id, key)
         console.print(f"flow run {flow_run_id} created for connector {connector_id}")
         if not wait:
             return

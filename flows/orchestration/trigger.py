@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from flows.orchestration.deployment import DEPLOYMENT, FLOW_NAME
 
@@ -52,13 +52,21 @@ def deployment_id() -> str:
             raise LookupError(f"no deployment {where}: run `cai deploy` first") from None
 
 
-def trigger(connector_id: int) -> str:
-    """Create a flow run of the deployment for one connector; returns the flow-run id."""
+def trigger(connector_id: int, idempotency_key: str | None = None) -> str:
+    """Create a flow run of the deployment for one connector; returns the flow-run id.
+
+    Every call carries an idempotency key (a new one unless given): Prefect creates one flow run per
+    key and deployment and answers a repeated call with that run, so a request retried after a lost
+    answer (the client's own retries on 429/502/503, or a caller retrying with its key) never starts
+    a second run.
+    """
     from prefect import get_client
 
     deployment = UUID(deployment_id())
+    key = idempotency_key or f"cai-trigger-{connector_id}-{uuid4()}"
     with get_client(sync_client=True) as client:
-        run = client.create_flow_run_from_deployment(deployment, parameters={"connector_id": connector_id})
+        run = client.create_flow_run_from_deployment(deployment, parameters={"connector_id": connector_id},
+                                                     idempotency_key=key)
     return str(run.id)
 
 

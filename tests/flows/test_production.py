@@ -104,10 +104,13 @@ def _api(method: str, url: str, **kwargs: Any) -> Any:
     return response.json()
 
 
-def _create_flow_run(api: str, deployment_id: str, connector_id: int) -> str:
-    """What the platform's backend does."""
+def _create_flow_run(api: str, deployment_id: str, connector_id: int, key: str | None = None) -> str:
+    """What the platform's backend does (README: one idempotency key per trigger request, kept across retries)."""
+    import uuid
+
     created = _api("POST", f"{api}/deployments/{deployment_id}/create_flow_run",
-                   json={"parameters": {"connector_id": connector_id}})
+                   json={"parameters": {"connector_id": connector_id},
+                         "idempotency_key": key or f"backend-{connector_id}-{uuid.uuid4()}"})
     return str(created["id"])
 
 
@@ -171,6 +174,38 @@ def test_cai_trigger_waits_and_prints_the_outcome(
                             timeout=300)
     assert failed.returncode == 1 and "failed" in failed.stdout and "must be a SELECT" in failed.stdout
     assert "Prefect state FAILED" in failed.stdout  # the flow raised after closing the record
+
+
+def test_a_repeated_trigger_with_its_idempotency_key_starts_one_run(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, worker: Worker,
+    make_connector: Callable[..., int], config_store: str, tmp_path: Path,
+) -> None:
+    """The backend re-sends a trigger whose answer it lost; `cai trigger --key` is repeated: one run each."""
+    import uuid
+
+    from flows.store.run_records import list_runs
+
+    connector_id = _sleeper(make_connector, config_store, tmp_path, 0, "idempotent")
+    key = f"backend-request-{uuid.uuid4()}"
+    first = _create_flow_run(prefect_api, deployment, connector_id, key)
+    assert _create_flow_run(prefect_api, deployment, connector_id, key) == first
+    other = _create_flow_run(prefect_api, deployment, connector_id)  # a new request is a new run
+    assert other != first
+    cli_key = f"cli-{uuid.uuid4()}"
+    cli_runs = []
+    for _ in range(2):
+        done = subprocess.run([CAI, "trigger", str(connector_id), "--key", cli_key], env=prefect_env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        cli_runs.append(re.search(r"flow run ([0-9a-f-]{36}) created", done.stdout)[1])  # type: ignore[index]
+    assert cli_runs[0] == cli_runs[1] and cli_runs[0] not in (first, other)
+    for flow_run_id in (first, other, cli_runs[0]):
+        assert _wait(prefect_api, flow_run_id)["state"]["type"] == "COMPLETED"
+    runs = _api("POST", f"{prefect_api}/flow_runs/filter",
+                json={"deployments": {"id": {"any_": [deployment]}}, "limit": 200, "sort": "EXPECTED_START_TIME_DESC"})
+    mine = [r for r in runs if r["parameters"].get("connector_id") == connector_id]
+    assert len(mine) == 3, [r["id"] for r in mine]
+    assert sorted(r["prefect_flow_run_id"] for r in list_runs(connector_id, 10)) == sorted([first, other, cli_runs[0]])
 
 
 def test_runs_of_one_connector_never_overlap_while_other_connectors_run_alongside(

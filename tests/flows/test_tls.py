@@ -112,9 +112,9 @@ def test_a_connector_runs_end_to_end_over_verified_tls(
 
 def test_csv_files_load_through_load_csv_to_a_verify_full_url(tls_server: TlsPostgres, tmp_path: Path) -> None:
     """`cai load-csv --to` with a verify-full URL: the file is psql's own export of the source table."""
-    with psycopg.connect(tls_server.url("cai")) as conn, conn.cursor() as cursor:
-        with cursor.copy("COPY clinic.labs TO STDOUT (FORMAT csv, HEADER)") as copy:
-            (tmp_path / "labs.csv").write_bytes(b"".join(bytes(chunk) for chunk in copy))
+    with psycopg.connect(tls_server.url("cai")) as conn, conn.cursor() as cursor, \
+            cursor.copy("COPY clinic.labs TO STDOUT (FORMAT csv, HEADER)") as copy:
+        (tmp_path / "labs.csv").write_bytes(b"".join(bytes(chunk) for chunk in copy))
     done = subprocess.run(
         [str(Path(sys.executable).parent / "cai"), "load-csv", str(tmp_path / "labs.csv"),
          "--to", tls_server.url("cai"), "--schema", "from_csv", "--column", "dose:numeric(30,12)"],
@@ -263,8 +263,8 @@ def test_s3_over_https_verifies_the_endpoint_with_ca_bundle(
 
     from flows.orchestration.run import run_directly
 
-    s3 = boto3.client("s3", endpoint_url=https_s3, aws_access_key_id="tls-key-id", aws_secret_access_key="tls-secret-value",
-                      region_name="us-east-1", verify=str(https_pair["ca"]))
+    s3 = boto3.client("s3", endpoint_url=https_s3, aws_access_key_id="tls-key-id",
+                      aws_secret_access_key="tls-secret-value", region_name="us-east-1", verify=str(https_pair["ca"]))
     s3.create_bucket(Bucket="tls-drop")
     payload = b"mrn,dose\n00123,1.500\n"
     (incoming / "labs.csv").write_bytes(payload)
