@@ -376,6 +376,9 @@ def worker(
     poll: Annotated[float | None, typer.Option(
         help="seconds between polls for new runs (PREFECT_WORKER_QUERY_SECONDS; default 2, Prefect's own is 10)",
     )] = None,
+    healthcheck: Annotated[bool, typer.Option(
+        help="serve GET /health on PREFECT_WORKER_WEBSERVER_PORT (default 8080): the image's HEALTHCHECK and "
+             "Kubernetes' liveness probe ask it")] = False,
 ) -> None:
     """Start a process worker on pool `default` (wraps `prefect worker start`); Ctrl-C stops it."""
     import sys
@@ -392,6 +395,8 @@ def worker(
         command += ["--limit", str(limit)]
     if name:
         command += ["--name", name]
+    if healthcheck:
+        command += ["--with-healthcheck"]
     os.execv(sys.executable, command)
 
 

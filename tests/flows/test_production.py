@@ -392,3 +392,29 @@ def test_secrets_echoed_to_a_run_on_the_worker_appear_in_no_log_record_or_prefec
     prefect_db = Path(prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
     assert files_holding(prefect_db, secrets) == []
     assert files_holding(Path(os.environ["CAI_PIPELINES_DIR"]), secrets) == []
+
+
+def test_prefect_deploy_from_the_repo_makes_the_same_deployment_as_cai_deploy(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, make_connector: Callable[..., int],
+    config_store: str, tmp_path: Path,
+) -> None:
+    """`prefect deploy --all` (prefect.yaml) updates the deployment `cai deploy` made, field for field."""
+    from flows.orchestration.deployment import ROOT
+
+    connector_id = _sleeper(make_connector, config_store, tmp_path, 0, "prefect.yaml")
+    catalog.set_schedule(connector_id, "0 3 * * *")
+    done = subprocess.run([CAI, "deploy"], env=prefect_env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    fields = ("id", "name", "entrypoint", "work_pool_name", "work_queue_name", "tags", "description", "pull_steps",
+              "path", "parameter_openapi_schema")
+    by_cai = _api("GET", f"{prefect_api}/deployments/{deployment}")
+    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
+                          env={**prefect_env, "PWD": str(ROOT)}, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_prefect = _api("GET", f"{prefect_api}/deployments/{deployment}")  # the same id: updated, not a second one
+    assert {k: by_prefect.get(k) for k in fields} == {k: by_cai.get(k) for k in fields}
+    assert by_prefect["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    schedules = {s["parameters"].get("connector_id") for s in by_prefect["schedules"]}
+    assert connector_id in schedules  # prefect.yaml leaves the connectors' schedules to `cai deploy`
+    catalog.set_schedule(connector_id, None)
