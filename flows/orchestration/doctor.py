@@ -52,8 +52,15 @@ def connector_checks(url: str | None = None) -> list[Check]:
     from flows.store.catalog import list_connectors
     from flows.store.connector_config import ConnectorConfig, read_connector_config
 
-    checks = []
-    for row in list_connectors(url):
+    checks: list[Check] = []
+    try:
+        rows = list_connectors(url)
+    except Exception as exc:
+        import psycopg
+
+        hint = ": run `cai init-db`" if isinstance(exc, psycopg.errors.UndefinedTable) else ""
+        return [Check("connectors", "cai_connectors", False, mask_secrets(f"{type(exc).__name__}: {exc}")[:200] + hint)]
+    for row in rows:
         label = f"connector {row['id']} ({row['name']})"
         try:
             stored = read_connector_config(int(row["id"]), url)
