@@ -89,6 +89,7 @@ PREFECT_STEPS = run.Steps(
     close_record=update_run_record,
     publish=_publish,
     logger=get_run_logger,
+    prefect=True,
 )
 
 

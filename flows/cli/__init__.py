@@ -401,6 +401,38 @@ def worker(
 
 
 @app.command()
+def server(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 4200,
+    database_url: Annotated[str | None, typer.Option(
+        help="PostgreSQL for Prefect's own tables (libpq URL); default: database `prefect` on the config "
+             "store's server, created if missing")] = None,
+) -> None:
+    """Start a Prefect server on PostgreSQL (not SQLite), as production runs it; Ctrl-C stops it."""
+    import sys
+
+    from flows.orchestration.prefect_server import PREFECT_DATABASE, server_environment
+    from flows.store.config_store import database_url as store_url
+
+    if database_url:
+        environment = server_environment(database_url, _database_name(database_url) or PREFECT_DATABASE)
+    else:
+        environment = server_environment(store_url(), PREFECT_DATABASE)
+    os.environ.update(environment)
+    console.print(f"Prefect server on {mask_secrets(environment['PREFECT_API_DATABASE_CONNECTION_URL'])}; "
+                  f"API at http://{host}:{port}/api")
+    os.execv(sys.executable, [sys.executable, "-m", "prefect", "server", "start", "--host", host,
+                              "--port", str(port)])
+
+
+def _database_name(url: str) -> str | None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = conninfo_to_dict(url).get("dbname")
+    return str(name) if name else None
+
+
+@app.command()
 def doctor() -> None:
     """Check the config DB, the Prefect API and every connector's source and destination."""
     from flows.orchestration.doctor import run_checks

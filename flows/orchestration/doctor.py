@@ -120,4 +120,15 @@ def prefect_checks() -> list[Check]:
     checks = [_probe("prefect api", api, trigger.health)]
     if checks[0].ok:
         checks.append(_probe("prefect deployment", api, lambda: f"id {trigger.deployment_id()}"))
+    if checks[-1].ok:
+        checks.append(_probe("unrecorded flow runs", "cai_connector_runs", _record_unrecorded))
     return checks
+
+
+def _record_unrecorded() -> str:
+    from flows.orchestration.heartbeat import record_unrecorded_flow_runs
+
+    recorded = record_unrecorded_flow_runs()
+    listed = ", ".join(f"{r['prefect_flow_run_id']} (connector {r['connector_id']})" for r in recorded)
+    return f"recorded {len(recorded)} flow run(s) that ended before they began as failed: {listed}" if recorded \
+        else "none"

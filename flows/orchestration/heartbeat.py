@@ -5,6 +5,11 @@ A flow run that is killed outright (kill -9, the OOM killer, a machine lost) nev
 `heartbeat_at` (UTC) every `CAI_HEARTBEAT_SECONDS` (30). `sweep_stale_runs` closes every
 `started` run whose heartbeat is older than `CAI_HEARTBEAT_STALE_SECONDS` (120) as `failed`, with
 "worker stopped responding".
+
+`record_unrecorded_flow_runs` covers what never got a record at all: a flow run of the deployment
+that Prefect ended CRASHED, FAILED or CANCELLED before its flow body created one (a process that
+died at submission, a run cancelled while it waited) gets a `failed` record naming its connector,
+its flow-run id and Prefect's state message, so the run table accounts for every run Prefect knows.
 """
 
 from __future__ import annotations
@@ -68,3 +73,84 @@ def sweep_stale_runs(url: str | None = None, older_than: float | None = None) ->
             "RETURNING id, connector_id, prefect_flow_run_id, log_summary",
             (seconds,),
         ).fetchall()
+
+
+FINAL_FAILURES = ("CRASHED", "FAILED", "CANCELLED")
+SWEEP_LOCK = (1667328371, 0)
+"""Advisory lock keys taken while recording: two sweeps never record one flow run twice."""
+
+
+def record_unrecorded_flow_runs(url: str | None = None, days: float = 7, limit: int = 200) -> list[dict[str, Any]]:
+    """Give a `failed` record to each flow run of the deployment that ended badly without one.
+
+    Looks at the deployment's flow runs expected to start in the last ``days`` that are CRASHED,
+    FAILED or CANCELLED, and inserts a record for each whose id no run record carries. Returns the
+    records inserted. Needs the Prefect API (the caller skips it without one).
+    """
+    import datetime
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows.orchestration.deployment import DEPLOYMENT
+
+    since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(s) for s in FINAL_FAILURES])),
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),  # type: ignore[arg-type]
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[DEPLOYMENT])),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+    candidates = [run for run in runs if _connector_of(run) is not None]
+    if not candidates:
+        return []
+    inserted: list[dict[str, Any]] = []
+    with connect(url) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", SWEEP_LOCK)
+        recorded = {row["prefect_flow_run_id"] for row in conn.execute(
+            "SELECT prefect_flow_run_id FROM cai_connector_runs WHERE prefect_flow_run_id = ANY(%s)",
+            ([str(run.id) for run in candidates],)).fetchall()}
+        for run in candidates:
+            if str(run.id) in recorded:
+                continue
+            state = run.state
+            message = (state.message if state else None) or "no message"
+            kind = state.type.value if state else "ENDED"
+            summary = (f"connector {_connector_of(run)}: Prefect flow run {run.name} ({run.id}) ended {kind} before "
+                       f"the run began, so nothing ran: {message}")[:4000]
+            began = run.start_time or run.expected_start_time or run.created
+            ended = run.end_time or (state.timestamp if state else None) or began
+            row = conn.execute(
+                "INSERT INTO cai_connector_runs (connector_id, status, prefect_flow_run_id, started_at, finished_at, "
+                "rows_ingested, log_summary) VALUES (%s, 'failed', %s, %s, %s, 0, %s) "
+                "RETURNING id, connector_id, prefect_flow_run_id, log_summary",
+                (_connector_of(run), str(run.id), _utc_naive(began), _utc_naive(ended), summary)).fetchone()
+            inserted.append(dict(row or {}))
+    return inserted
+
+
+def _connector_of(run: Any) -> int | None:
+    value = (run.parameters or {}).get("connector_id")
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _utc_naive(moment: Any) -> Any:
+    """The spec's `timestamp without time zone` columns hold UTC."""
+    import datetime
+
+    if moment is None:
+        return None
+    return moment.astimezone(datetime.UTC).replace(tzinfo=None)

@@ -33,6 +33,8 @@ class Steps:
     close_record: Callable[..., None]
     publish: Callable[[int, dict[str, Any]], None]
     logger: Callable[[], Any]
+    prefect: bool = False
+    """Runs under a Prefect API: the sweep also records flow runs that ended before their flow began."""
 
 
 def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> dict[str, Any]:
@@ -41,7 +43,7 @@ def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> d
     from flows.orchestration.heartbeat import heartbeat
 
     logger = steps.logger()
-    _sweep(logger)
+    _sweep(logger, steps.prefect)
     with contextlib.ExitStack() as slot:
         try:
             slot.enter_context(one_run_per_connector(connector_id))
@@ -159,9 +161,9 @@ def _masked(metrics: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     return dict(json.loads(mask_secrets(json.dumps(metrics, default=str), secrets)))
 
 
-def _sweep(logger: Any) -> None:
-    """Close runs of dead workers before starting; never fails this run."""
-    from flows.orchestration.heartbeat import sweep_stale_runs
+def _sweep(logger: Any, prefect: bool = False) -> None:
+    """Close runs of dead workers (and record flow runs that died unrecorded) before starting; never fails."""
+    from flows.orchestration.heartbeat import record_unrecorded_flow_runs, sweep_stale_runs
 
     try:
         for run in sweep_stale_runs():
@@ -169,6 +171,14 @@ def _sweep(logger: Any) -> None:
                            run["id"], run["connector_id"])
     except Exception as exc:
         logger.warning("could not sweep stale runs: %s", mask_secrets(str(exc)))
+    if not prefect:
+        return
+    try:
+        for run in record_unrecorded_flow_runs():
+            logger.warning("flow run %s of connector %s ended before it began; recorded as failed run %s",
+                           run["prefect_flow_run_id"], run["connector_id"], run["id"])
+    except Exception as exc:
+        logger.warning("could not record flow runs that ended unrecorded: %s", mask_secrets(str(exc)))
 
 
 def _record(connector_id: int, flow_run_id: str | None, steps: Steps, logger: Any) -> int | None:

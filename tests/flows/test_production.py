@@ -298,7 +298,9 @@ def test_doctor_reports_each_connector_source_and_destination_with_secrets_maske
     assert "OK" in line("config database") and "OK" in line("prefect api") and "OK" in line("prefect deployment")
     assert "OK" in line(f"connector {good} (doctor good) source")
     assert "OK" in line(f"connector {good} (doctor good) destination")
-    assert "FAIL" in line(f"connector {bad} (doctor bad) source") and "Connection refused" in line(f"connector {bad} (")
+    assert "FAIL" in line(f"connector {bad} (doctor bad) source")
+    assert "Connection refused" in done.stdout.split(f"connector {bad} (doctor bad) source", 1)[1]
+    assert "WARN" in line(f"connector {bad} (doctor bad) secrets") and "plaintext in source `password`" in done.stdout
     assert "OK" in line(f"connector {bad} (doctor bad) destination")
     assert "WARN" in line(f"connector {writer} (doctor writer) source") and "is a superuser" in done.stdout
     assert "OK" in line(f"connector {read_only} (doctor reader) source")
@@ -418,3 +420,43 @@ def test_prefect_deploy_from_the_repo_makes_the_same_deployment_as_cai_deploy(
     schedules = {s["parameters"].get("connector_id") for s in by_prefect["schedules"]}
     assert connector_id in schedules  # prefect.yaml leaves the connectors' schedules to `cai deploy`
     catalog.set_schedule(connector_id, None)
+
+
+def test_flow_runs_that_end_before_their_flow_begins_get_a_failed_record(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, worker: Worker,
+    make_connector: Callable[..., int], config_store: str, tmp_path: Path,
+) -> None:
+    """A flow run crashed at submission or cancelled while waiting: the next run's sweep records it, once."""
+    import datetime
+    from uuid import UUID
+
+    import psycopg
+    from prefect import get_client
+    from prefect.states import Cancelled, Crashed, Scheduled
+
+    connector_id = _sleeper(make_connector, config_store, tmp_path, 0, "never began")
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)  # no worker picks these up
+    with get_client(sync_client=True) as client:
+        crashed = client.create_flow_run_from_deployment(UUID(deployment), parameters={"connector_id": connector_id},
+                                                         state=Scheduled(scheduled_time=later))
+        client.set_flow_run_state(crashed.id, Crashed(message="Flow run infrastructure exited with non-zero "
+                                                              "status code -9."), force=True)
+        cancelled = client.create_flow_run_from_deployment(UUID(deployment),
+                                                           parameters={"connector_id": connector_id},
+                                                           state=Scheduled(scheduled_time=later))
+        client.set_flow_run_state(cancelled.id, Cancelled(message="cancelled by the backend"), force=True)
+    assert find_run_by_flow_run(str(crashed.id)) is None
+    sweeper = _create_flow_run(prefect_api, deployment, connector_id)  # any run sweeps before it starts
+    assert _wait(prefect_api, sweeper)["state"]["type"] == "COMPLETED"
+    for flow_run, kind, message in ((crashed, "CRASHED", "non-zero status code -9"),
+                                    (cancelled, "CANCELLED", "cancelled by the backend")):
+        record = find_run_by_flow_run(str(flow_run.id))
+        assert record is not None and record["status"] == "failed" and record["connector_id"] == connector_id
+        assert f"ended {kind} before the run began" in record["log_summary"] and message in record["log_summary"]
+        assert record["finished_at"] is not None
+    done = subprocess.run([CAI, "doctor"], env=prefect_env, capture_output=True, text=True, timeout=180)
+    assert "unrecorded flow runs" in done.stdout, done.stdout
+    with psycopg.connect(config_store) as conn:
+        counts = conn.execute("SELECT prefect_flow_run_id, count(*) FROM cai_connector_runs WHERE prefect_flow_run_id "
+                              "= ANY(%s) GROUP BY 1", ([str(crashed.id), str(cancelled.id)],)).fetchall()
+    assert sorted(c for _, c in counts) == [1, 1]  # recorded once, however many sweeps ran
