@@ -105,8 +105,39 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
             tables[table_name] = tables.get(table_name, 0) + max(copied, 0)
 
 
+DDL_LOCK = 1667328372
+"""First key of the advisory lock that serializes DDL on one dataset (the second: hashtext of its name)."""
+
+
 class CaiPostgresClient(PostgresClient):
-    """dlt's postgres job client, COPYing CSV load files with ExactCsvCopyJob."""
+    """dlt's postgres job client, COPYing CSV load files with ExactCsvCopyJob, its DDL serialized per schema.
+
+    dlt looks at what exists, then creates what is missing (the schema, its `_dlt_*` tables, new
+    tables and columns). Two first runs of different connectors into one schema at the same moment
+    both saw nothing and both created: one failed on PostgreSQL's catalog (`pg_type_typname_nsp_index`
+    in a burst of 40 runs; a deadlock in the test). An advisory lock on the schema's name, taken in
+    the transaction of each of those steps, makes the second run see what the first created.
+    """
+
+    def _lock_ddl(self) -> None:
+        """Wait for the schema's DDL lock; it is released when the current transaction ends.
+
+        A transaction lock, not a session one: dlt resets its connection after a failed statement
+        (a missing `_dlt_version` on the first run is one), which would drop a session lock.
+        """
+        self.sql_client.execute_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", DDL_LOCK,
+                                    self.sql_client.dataset_name)
+
+    def initialize_storage(self, truncate_tables: Any = None) -> None:
+        with self.sql_client.begin_transaction():
+            self._lock_ddl()
+            super().initialize_storage(truncate_tables)
+
+    def _execute_schema_update_sql(self, only_tables: Any, store_schema: bool = True) -> Any:
+        # dlt runs this in its DDL transaction and reads the existing tables first: after the lock,
+        # a run that waited sees what the other one created.
+        self._lock_ddl()
+        return super()._execute_schema_update_sql(only_tables, store_schema)
 
     def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
         job = super().create_load_job(table, file_path, load_id, restore)

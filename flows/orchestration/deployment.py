@@ -59,6 +59,22 @@ def ensure_work_pool() -> bool:
             return True
 
 
+def flow_run_command() -> str:
+    """What the process worker starts for a flow run: one process running the flow.
+
+    Prefect's default starts a supervisor process that resolves the flow's workspace, which then
+    starts `python -m prefect.engine`: two fresh interpreters importing Prefect per run. The flow's
+    code is already on the worker's disk (the deployment's pull step sets the folder), so the engine
+    alone does: this venv's interpreter (every worker has the checkout and its venv at the same path)
+    runs `flows.orchestration.warm`, which hands the run to a warm process where one serves, else
+    runs `prefect.engine` itself.
+    """
+    import shlex
+    import sys
+
+    return shlex.join([sys.executable, "-m", "flows.orchestration.warm"])
+
+
 def deploy(url: str | None = None) -> Deployed:
     """Create or update the deployment and its per-connector schedules (see the module docstring)."""
     from prefect import flow
@@ -74,6 +90,7 @@ def deploy(url: str | None = None) -> Deployed:
         schedules=[Cron(cron, timezone="UTC", parameters={"connector_id": cid}, slug=f"connector-{cid}")
                    for cid, cron in wanted.items()],
         tags=["cai"],
+        job_variables={"command": flow_run_command()},
         description="Runs one connector (parameter connector_id) and records the run in cai_connector_runs.",
         build=False,
         push=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -109,7 +110,8 @@ def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
         "status": "success",
         "rows_ingested": outcome.rows,
         "log_summary": mask_secrets(summary, secrets),
-        "metrics": _masked({**outcome.metrics, "duration_s": round(time.monotonic() - started, 3)}, secrets),
+        "metrics": _masked({**outcome.metrics, "duration_s": round(time.monotonic() - started, 3),
+                            "process_start": os.environ.get("CAI_PROCESS_START", "cold")}, secrets),
     }
 
 

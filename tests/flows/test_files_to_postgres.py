@@ -264,3 +264,55 @@ def test_skip_mode_lists_bad_files_and_loads_the_rest(
         tables = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema_name,))}
     assert "ragged" not in tables and "empty" not in tables
+
+
+def test_first_runs_of_two_connectors_into_one_schema_at_the_same_moment_both_succeed(
+    make_connector: Callable[..., int], tmp_path: Path, warehouse: dict[str, Any], schema_name: str,
+    config_store: str,
+) -> None:
+    """Two connectors' first loads into one schema, their DDL released at the same moment.
+
+    Each would create dlt's `_dlt_*` tables there. The test holds the schema (a DROP SCHEMA in an open
+    transaction) until both runs are waiting, then rolls back: both go at once. Without the
+    per-schema DDL lock both saw no `_dlt_pipeline_state` and both created it; one failed on
+    PostgreSQL's catalog (`pg_type_typname_nsp_index`), as one run in a burst of 40 did.
+    """
+    import subprocess
+
+    from flows.store.run_records import list_runs
+    from tests.flows.test_cli import CAI
+
+    connectors = []
+    for i in range(2):
+        folder = tmp_path / f"in{i}"
+        folder.mkdir()
+        (folder / "labs.csv").write_text(f"mrn,dose\n0012{i},1.50\n")
+        connectors.append(make_connector("filesystem", {"path": str(folder)}, "postgres",
+                                         {**warehouse, "schema": schema_name, "table_name": f"labs_{i}"},
+                                         name=f"same moment {i}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(DATABASE_URL=config_store, CAI_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    with psycopg.connect(config_store, autocommit=True) as setup:
+        setup.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema_name)))
+    holder = psycopg.connect(config_store)
+    try:
+        holder.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(schema_name)))  # locks it until rollback
+        runs = [subprocess.Popen([CAI, "run", str(c)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for c in connectors]
+        deadline = time.monotonic() + 120
+        with psycopg.connect(config_store, autocommit=True) as watcher:
+            while watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid() "
+                                  "AND locktype IN ('object', 'advisory')").fetchone() != (2,):
+                assert time.monotonic() < deadline and all(r.poll() is None for r in runs), "runs never waited"
+                time.sleep(0.1)
+    finally:
+        holder.rollback()
+        holder.close()
+    outputs = [run.communicate(timeout=240)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
+    assert [list_runs(c, 1)[0]["status"] for c in connectors] == ["success"] * 2
+    with psycopg.connect(config_store) as conn:
+        mrns = sorted(conn.execute(sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT mrn FROM {}.{}").format(sql.Identifier(schema_name), sql.Identifier(f"labs_{i}"))
+            for i in range(2))).fetchall())
+    assert mrns == [("00120",), ("00121",)]

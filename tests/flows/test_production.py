@@ -460,3 +460,23 @@ def test_flow_runs_that_end_before_their_flow_begins_get_a_failed_record(
         counts = conn.execute("SELECT prefect_flow_run_id, count(*) FROM cai_connector_runs WHERE prefect_flow_run_id "
                               "= ANY(%s) GROUP BY 1", ([str(crashed.id), str(cancelled.id)],)).fetchall()
     assert sorted(c for _, c in counts) == [1, 1]  # recorded once, however many sweeps ran
+
+
+def test_runs_on_the_worker_start_warm(
+    prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], config_store: str,
+    tmp_path: Path,
+) -> None:
+    """`cai worker` starts a warm process; the deployment's command hands each run to it (a fork, no imports)."""
+    deadline = time.monotonic() + 120
+    while "warm process" not in worker.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, worker.log.read_text(errors="replace")[-2000:]
+        time.sleep(0.5)
+    runs = [_create_flow_run(prefect_api, deployment, _sleeper(make_connector, config_store, tmp_path, 0, f"warm {i}"))
+            for i in range(3)]
+    for flow_run_id in runs:
+        assert _wait(prefect_api, flow_run_id)["state"]["type"] == "COMPLETED"
+        record = find_run_by_flow_run(flow_run_id)
+        assert record is not None and record["status"] == "success"
+        assert record["metrics"]["process_start"] == "warm", record["metrics"]
+    by_cai = _api("GET", f"{prefect_api}/deployments/{deployment}")
+    assert by_cai["job_variables"]["command"].endswith("-m flows.orchestration.warm")

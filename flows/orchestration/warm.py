@@ -1,0 +1,197 @@
+"""Warm flow-run processes: a process that has already imported Prefect, dlt and the flow forks each run.
+
+A flow run is a process the Prefect worker starts and watches (its pid, its exit code, signals to
+cancel it); that does not change. What changes is what the process does first: instead of importing
+Prefect, dlt, pyarrow and the flow (about 3 CPU-seconds each time), `python -m flows.orchestration.warm`
+(the deployment's flow-run command, `flow_run_command()`) connects to the worker's warm process over a
+unix socket (`CAI_WARM_SOCKET`, set by `cai worker`) and hands it its stdin/stdout/stderr, working folder,
+environment and arguments. The warm process forks; the child runs `prefect.engine` exactly as the
+command line would, for that flow run, with the imports already done. The command then only relays:
+signals it gets go to the child (Prefect's cancellation), and it exits with the child's exit code.
+
+Nothing depends on the warm process being there: with no socket, or a warm process that does not
+answer, the command runs `prefect.engine` itself (a cold start). If the command dies, its child kills
+itself (it watches the connection), so a run never outlives the process Prefect watches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from typing import NoReturn
+
+SOCKET_ENV = "CAI_WARM_SOCKET"
+START_ENV = "CAI_PROCESS_START"
+"""Set to `warm` in a forked run (the run record's `metrics.process_start` says which way it started)."""
+# (`prefect.engine` itself is not: the child runs it as `__main__`, as `python -m prefect.engine` would.)
+PRELOAD = ("prefect", "prefect.flow_engine", "prefect.runner", "flows.dlt_pipeline_flow",
+           "flows.orchestration.run", "flows.store.connector_config", "flows.paths", "flows.paths.tables",
+           "flows.paths.transfers", "flows.paths.exports", "dlt", "psycopg")
+"""Imported once by the warm process (what a run would import first)."""
+
+
+def _cold(argv: list[str]) -> NoReturn:
+    """Run the engine in this process (no warm process): what Prefect's own command does."""
+    os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *argv])
+
+
+def client(argv: list[str]) -> int:
+    """The flow-run command: hand the run to the warm process and relay until the run ends."""
+    path = os.environ.get(SOCKET_ENV)
+    if not path or not os.path.exists(path):
+        _cold(argv)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(10)
+        conn.connect(path)
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        socket.send_fds(conn, [len(request).to_bytes(4, "big") + request], [0, 1, 2])
+        reader = conn.makefile("rb")
+        started = reader.readline()
+        child = int(json.loads(started)["pid"])
+    except (OSError, ValueError, KeyError):  # no warm process answering: start cold, nothing was run
+        conn.close()
+        _cold(argv)
+    conn.settimeout(None)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for line in reader:
+        if line.startswith(b"exit "):
+            return int(line.split()[1])
+    return 1  # the child died without saying how (killed): a failure
+
+
+def serve(path: str) -> None:
+    """The warm process: import what runs need, then fork one child per request until the parent goes."""
+    import importlib
+    import threading
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    if threading.active_count() != 1:  # forking a process with threads would copy their locks mid-use
+        raise RuntimeError(f"warm process has threads after imports: {threading.enumerate()}")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    listener.settimeout(1.0)
+    parent = os.getppid()
+    print(f"warm process {os.getpid()} serving {path}", file=sys.stderr, flush=True)
+    try:
+        while os.getppid() == parent:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                request, fds = _receive(conn)
+            except (OSError, ValueError) as exc:
+                print(f"warm process: bad request: {exc}", file=sys.stderr, flush=True)
+                conn.close()
+                continue
+            if os.fork() == 0:
+                listener.close()
+                _child(conn, request, fds)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+    finally:
+        listener.close()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
+    conn.settimeout(10)
+    head, fds, _flags, _addr = socket.recv_fds(conn, 4 + 65536, 3)
+    if len(fds) != 3:
+        raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
+    size = int.from_bytes(head[:4], "big")
+    body = bytearray(head[4:])
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise ValueError("request cut short")
+        body.extend(chunk)
+    conn.settimeout(None)
+    return dict(json.loads(bytes(body))), list(fds)
+
+
+def _child(conn: socket.socket, request: dict[str, object], fds: list[int]) -> None:
+    """In the fork: become the flow-run process the command stands for, run the engine, report, exit."""
+    import runpy
+    import threading
+
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses are waited for
+        for target, fd in zip((0, 1, 2), fds, strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(str(request["cwd"]))
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})  # type: ignore[call-overload]
+        os.environ[START_ENV] = "warm"
+        sys.argv = ["prefect.engine", *[str(a) for a in list(request["argv"])]]  # type: ignore[call-overload]
+        conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+
+        def watch() -> None:  # the command that stands for this run is gone: so is the run
+            try:
+                while conn.recv(1):
+                    pass
+            except OSError:
+                pass
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, name="warm-watch", daemon=True).start()
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()  # this run's environment, not the warm process's
+        import warnings
+
+        # `prefect` imports `prefect.engine` itself, so runpy notes that `__main__` is a second copy.
+        warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package",
+                                category=RuntimeWarning)
+        try:
+            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with contextlib.suppress(OSError):
+            conn.sendall(f"exit {code}\n".encode())
+        os._exit(code)
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+        return
+    sys.exit(client(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["SOCKET_ENV", "START_ENV", "client", "serve"]
