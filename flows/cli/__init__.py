@@ -400,6 +400,8 @@ def worker(
         command += ["--name", name]
     if healthcheck:
         command += ["--with-healthcheck"]
+    # The deployment's flow-run command is `python -m flows.orchestration.warm`: this interpreter's.
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     if warm:
         # Flow runs fork from a process that has imported Prefect, dlt and the flow already
         # (flows/orchestration/warm.py); it stops when this worker does.

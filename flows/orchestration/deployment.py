@@ -59,20 +59,16 @@ def ensure_work_pool() -> bool:
             return True
 
 
-def flow_run_command() -> str:
-    """What the process worker starts for a flow run: one process running the flow.
+FLOW_RUN_COMMAND = "python -m flows.orchestration.warm"
+"""What the process worker starts for a flow run (also in prefect.yaml): one process running the flow.
 
-    Prefect's default starts a supervisor process that resolves the flow's workspace, which then
-    starts `python -m prefect.engine`: two fresh interpreters importing Prefect per run. The flow's
-    code is already on the worker's disk (the deployment's pull step sets the folder), so the engine
-    alone does: this venv's interpreter (every worker has the checkout and its venv at the same path)
-    runs `flows.orchestration.warm`, which hands the run to a warm process where one serves, else
-    runs `prefect.engine` itself.
-    """
-    import shlex
-    import sys
-
-    return shlex.join([sys.executable, "-m", "flows.orchestration.warm"])
+Prefect's default starts a supervisor process that resolves the flow's workspace, which then starts
+`python -m prefect.engine`: two fresh interpreters importing Prefect per run. The flow's code is on
+the worker's disk already (the pull step sets the folder), so the engine alone does, and
+`flows.orchestration.warm` hands the run to the worker's warm process (a fork, imports done) or
+runs `prefect.engine` itself. `python` is the worker's: `cai worker` puts its interpreter's folder
+first on PATH (the image's PATH has it too); start a bare `prefect worker` from the activated venv.
+"""
 
 
 def deploy(url: str | None = None) -> Deployed:
@@ -90,7 +86,7 @@ def deploy(url: str | None = None) -> Deployed:
         schedules=[Cron(cron, timezone="UTC", parameters={"connector_id": cid}, slug=f"connector-{cid}")
                    for cid, cron in wanted.items()],
         tags=["cai"],
-        job_variables={"command": flow_run_command()},
+        job_variables={"command": FLOW_RUN_COMMAND},
         description="Runs one connector (parameter connector_id) and records the run in cai_connector_runs.",
         build=False,
         push=False,

@@ -3,7 +3,7 @@
 A flow run is a process the Prefect worker starts and watches (its pid, its exit code, signals to
 cancel it); that does not change. What changes is what the process does first: instead of importing
 Prefect, dlt, pyarrow and the flow (about 3 CPU-seconds each time), `python -m flows.orchestration.warm`
-(the deployment's flow-run command, `flow_run_command()`) connects to the worker's warm process over a
+(the deployment's flow-run command, `deployment.FLOW_RUN_COMMAND`) connects to the worker's warm process over a
 unix socket (`CAI_WARM_SOCKET`, set by `cai worker`) and hands it its stdin/stdout/stderr, working folder,
 environment and arguments. The warm process forks; the child runs `prefect.engine` exactly as the
 command line would, for that flow run, with the imports already done. The command then only relays:

@@ -408,7 +408,7 @@ def test_prefect_deploy_from_the_repo_makes_the_same_deployment_as_cai_deploy(
     done = subprocess.run([CAI, "deploy"], env=prefect_env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     fields = ("id", "name", "entrypoint", "work_pool_name", "work_queue_name", "tags", "description", "pull_steps",
-              "path", "parameter_openapi_schema")
+              "path", "parameter_openapi_schema", "job_variables")
     by_cai = _api("GET", f"{prefect_api}/deployments/{deployment}")
     done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
                           env={**prefect_env, "PWD": str(ROOT)}, cwd=ROOT, capture_output=True, text=True,
@@ -468,7 +468,11 @@ def test_runs_on_the_worker_start_warm(
 ) -> None:
     """`cai worker` starts a warm process; the deployment's command hands each run to it (a fork, no imports)."""
     deadline = time.monotonic() + 120
-    while "warm process" not in worker.log.read_text(errors="replace"):
+    while True:  # this worker's warm process (an earlier test may have restarted the worker) is listening
+        assert worker.proc is not None
+        serving = [c.cmdline()[-1] for c in psutil.Process(worker.proc.pid).children() if "--serve" in c.cmdline()]
+        if serving and os.path.exists(serving[0]):
+            break
         assert time.monotonic() < deadline, worker.log.read_text(errors="replace")[-2000:]
         time.sleep(0.5)
     runs = [_create_flow_run(prefect_api, deployment, _sleeper(make_connector, config_store, tmp_path, 0, f"warm {i}"))
@@ -479,4 +483,4 @@ def test_runs_on_the_worker_start_warm(
         assert record is not None and record["status"] == "success"
         assert record["metrics"]["process_start"] == "warm", record["metrics"]
     by_cai = _api("GET", f"{prefect_api}/deployments/{deployment}")
-    assert by_cai["job_variables"]["command"].endswith("-m flows.orchestration.warm")
+    assert by_cai["job_variables"]["command"] == "python -m flows.orchestration.warm"
