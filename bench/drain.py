@@ -11,6 +11,7 @@ record, overlapping runs of one connector, and the peak RSS of the worker proces
     .venv/bin/python bench/drain.py                         # 200 runs, W=1, L=4
     .venv/bin/python bench/drain.py --runs 50 --workers 2 --limit 4 --poll 2
     .venv/bin/python bench/drain.py --sqlite                # Prefect's default database, for comparison
+    .venv/bin/python bench/drain.py --cold                  # every run imports Prefect and dlt itself
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _database(admin: str, name: str) -> str:
     return urlunsplit(urlsplit(admin)._replace(path="/" + name))
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU-seconds the whole machine spent busy so far (all cores, idle and iowait excluded)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def _peak_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> None:
     while not stop.wait(0.2):
         total = 0
@@ -82,6 +89,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="cai worker processes")
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once")
     parser.add_argument("--poll", type=float, default=2.0, help="worker poll interval, seconds")
+    parser.add_argument("--cold", action="store_true", help="workers without a warm process (cai worker --no-warm)")
     parser.add_argument("--sqlite", action="store_true", help="Prefect's default SQLite instead of PostgreSQL")
     parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
                                                         "postgresql://postgres@127.0.0.1:5432/postgres"))
@@ -141,7 +149,8 @@ def main() -> None:
                                   timeout=30).json()["id"]
         for w in range(args.workers):
             log = open(work / f"worker{w}.log", "wb")  # noqa: SIM115
-            workers.append(subprocess.Popen([CAI, "worker", "--limit", str(args.limit), "--poll", str(args.poll)],
+            workers.append(subprocess.Popen([CAI, "worker", "--limit", str(args.limit), "--poll", str(args.poll),
+                                             "--no-warm" if args.cold else "--warm"],
                                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         time.sleep(3)  # the workers register and poll once
         stop, peak = threading.Event(), [0.0]
@@ -159,6 +168,7 @@ def main() -> None:
                 return 0, type(exc).__name__
             return response.status_code, response.json().get("id", "") if response.ok else response.text[:200]
 
+        busy_before = _busy_cpu_seconds()
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=40) as pool:
             answers = list(pool.map(trigger, connectors))
@@ -175,6 +185,7 @@ def main() -> None:
                 final[run["id"]] = run
             time.sleep(1)
         drained = time.monotonic() - started
+        busy = _busy_cpu_seconds() - busy_before
         stop.set()
 
         states = [r["state"]["type"] for r in final.values()]
@@ -194,7 +205,8 @@ def main() -> None:
                 latencies.append((begin - expected).total_seconds())
         database = "SQLite" if args.sqlite else "PostgreSQL"
         print(f"\n{args.runs} runs of {args.rows} rows; Prefect server on {database}; "
-              f"W={args.workers} L={args.limit} poll {args.poll} s; {os.cpu_count()} cores")
+              f"W={args.workers} L={args.limit} poll {args.poll} s, {'cold' if args.cold else 'warm'} starts; "
+              f"{os.cpu_count()} cores")
         print(f"| triggers sent in | {triggered:.1f} s |")
         print(f"| drained in | {drained:.1f} s |")
         print(f"| runs/min | {len(final) / drained * 60:.1f} |")
@@ -207,6 +219,8 @@ def main() -> None:
         print(f"| run records not success | {len([s for s in recorded.values() if s != 'success'])} |")
         print(f"| overlapping runs of one connector | {overlaps} |")
         print(f"| peak RSS of the worker process trees | {peak[0] / 2**20:.0f} MiB |")
+        print(f"| busy CPU-seconds per run, whole machine (worker, runs, Prefect server, PostgreSQL) | "
+              f"{busy / max(len(final), 1):.2f} |")
     finally:
         for proc in [*workers, server]:
             try:
