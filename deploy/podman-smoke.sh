@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the worker image with podman from the distribution's packages and check it answers:
-# `cai --help`, and `cai doctor` against a PostgreSQL (DATABASE_URL, default CI's 127.0.0.1:5432).
+# Build the worker image with podman from the distribution's packages and check it works: `cai --help`,
+# `cai init-db` and `cai doctor` against a PostgreSQL (SMOKE_DATABASE_URL, default CI's 127.0.0.1:5432),
+# then the image's default command as a worker running two triggered connector runs.
 #
 #   bash deploy/podman-smoke.sh            # CI runs this
 #
@@ -71,3 +72,48 @@ podman run --rm --no-healthcheck --network host -e DATABASE_URL="$store_url" "$I
 out=$(podman run --rm --no-healthcheck --network host -e DATABASE_URL="$store_url" -e COLUMNS=200 "$IMAGE" cai doctor || true)
 echo "$out"
 echo "$out" | grep -E "config database .*OK" >/dev/null || { echo "cai doctor in the image did not reach PostgreSQL" >&2; exit 1; }
+
+# The image as the platform runs it: its default command is the worker; a run triggered through the
+# Prefect API is picked up by the worker in the container, runs there (warm), and records success.
+prefect_home=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+api="http://127.0.0.1:$port/api"
+podman run -d --name "cai-smoke-server-$$" --no-healthcheck --network host -e PREFECT_HOME=/tmp/prefect \
+  "$IMAGE" prefect server start --host 127.0.0.1 --port "$port" >/dev/null
+worker=""
+cleanup() {
+  [ -n "$worker" ] && podman rm -f "$worker" >/dev/null 2>&1
+  podman rm -f "cai-smoke-server-$$" >/dev/null 2>&1
+  rm -rf "$prefect_home"
+  psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $store WITH (FORCE)" || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 120); do python3 -c "import urllib.request; urllib.request.urlopen('$api/health', timeout=2)" 2>/dev/null && break; sleep 1; done
+in_image=(podman run --rm --no-healthcheck --network host -e DATABASE_URL="$store_url" -e PREFECT_API_URL="$api")
+deployed=$("${in_image[@]}" "$IMAGE" cai deploy)
+echo "${deployed%%$'\n'*}"
+psql -q "$store_url" <<SQL
+INSERT INTO cai_defined_sources (name, source_type_lookup_code_id, config)
+SELECT 'smoke query', id, '{"connection_string": "$store_url", "allow_superuser": true, "query": "SELECT 7 AS n, ''00123''::text AS mrn"}'
+FROM ad_lookup_codes WHERE lookup_type = 'source_type' AND lookup_code = 'sql_database';
+INSERT INTO cai_defined_destinations (name, destination_type_lookup_code_id, config)
+SELECT 'smoke table', id, '{"connection_string": "$store_url", "schema": "smoke", "table_name": "ping"}'
+FROM ad_lookup_codes WHERE lookup_type = 'destination_type' AND lookup_code = 'postgres';
+INSERT INTO cai_connectors (name, defined_source_id, defined_destination_id)
+SELECT 'smoke', (SELECT max(id) FROM cai_defined_sources), (SELECT max(id) FROM cai_defined_destinations);
+SQL
+connector=$(psql -Atq "$store_url" -c "SELECT max(id) FROM cai_connectors")
+worker=$(podman run -d --network host -e DATABASE_URL="$store_url" -e PREFECT_API_URL="$api" "$IMAGE")
+started=$(date +%s)
+"${in_image[@]}" "$IMAGE" cai trigger "$connector" --wait --timeout 240
+echo "triggered run done in $(( $(date +%s) - started )) s (worker start included)"
+[ "$(psql -Atq "$store_url" -c "SELECT mrn FROM smoke.ping")" = "00123" ] || { echo "the run's row is not in smoke.ping" >&2; exit 1; }
+echo "first run started: $(psql -Atq "$store_url" -c "SELECT metrics->>'process_start' FROM cai_connector_runs ORDER BY id DESC LIMIT 1")"
+# The worker's warm process is up by now: the next run forks from it.
+started=$(date +%s)
+"${in_image[@]}" "$IMAGE" cai trigger "$connector" --wait --timeout 240 >/dev/null
+start=$(psql -Atq "$store_url" -c "SELECT metrics->>'process_start' FROM cai_connector_runs ORDER BY id DESC LIMIT 1")
+echo "second run done in $(( $(date +%s) - started )) s, started $start"
+[ "$start" = "warm" ] || { echo "the second run did not start warm" >&2; exit 1; }
+podman exec "$worker" python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)" \
+  && echo "worker /health answers (the image's HEALTHCHECK)"
