@@ -175,6 +175,14 @@ def _child(conn: socket.socket, request: dict[str, object], fds: list[int]) -> N
         traceback.print_exc()
         code = 1
     finally:
+        # What the interpreter does on its way out, which os._exit skips: Prefect's log and event
+        # workers drain at thread shutdown (a run's last log lines and task states), then atexit.
+        with contextlib.suppress(BaseException):
+            threading._shutdown()  # type: ignore[attr-defined]
+        with contextlib.suppress(BaseException):
+            import atexit
+
+            atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

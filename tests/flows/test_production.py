@@ -482,5 +482,16 @@ def test_runs_on_the_worker_start_warm(
         record = find_run_by_flow_run(flow_run_id)
         assert record is not None and record["status"] == "success"
         assert record["metrics"]["process_start"] == "warm", record["metrics"]
+        # The fork's last log lines reach the API too (os._exit would skip Prefect's log drain).
+        wanted = f"connector {record['connector_id']} (warm "
+        messages: list[str] = []
+        for _ in range(40):
+            logs = _api("POST", f"{prefect_api}/logs/filter",
+                        json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+            messages = [log["message"] for log in logs]
+            if any(wanted in m and "exported 1 rows" in m for m in messages):
+                break
+            time.sleep(0.5)
+        assert any(wanted in m and "exported 1 rows" in m for m in messages), [m[:200] for m in messages]
     by_cai = _api("GET", f"{prefect_api}/deployments/{deployment}")
     assert by_cai["job_variables"]["command"] == "python -m flows.orchestration.warm"
