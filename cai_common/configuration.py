@@ -182,8 +182,10 @@ class PostgresCredentials(BaseConfig):
     def _tls_files_exist(self) -> Self:
         for name in ("sslrootcert", "sslcert", "sslkey"):
             path = getattr(self, name)
-            if path and path != "system" and not Path(path).expanduser().is_file():
-                raise FieldProblem(name, f"must be a readable file; `{path}` does not exist on this worker")
+            try:
+                worker_file(None if path == "system" else path)
+            except ValueError as exc:
+                raise FieldProblem(name, str(exc)) from None
         return self
 
     def tls_parameters(self) -> dict[str, str]:
@@ -228,6 +230,13 @@ def with_parameters(url: str, parameters: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = {**dict(parse_qsl(parts.query)), **parameters}
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def worker_file(value: str | None, what: str = "file") -> str | None:
+    """A path a config names (a CA file, a key), checked to exist on the worker that runs it."""
+    if value and not Path(value).expanduser().is_file():
+        raise ValueError(f"must be a readable {what}; `{value}` does not exist on this worker")
+    return value
 
 
 def server_location(dsn: str) -> str:

@@ -8,7 +8,8 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from cai_common import BaseConfig, FieldProblem
+from cai_common import BaseConfig
+from cai_common.configuration import FieldProblem, worker_file
 
 
 class RestApiDestinationConfig(BaseConfig):
@@ -39,9 +40,7 @@ class RestApiDestinationConfig(BaseConfig):
     @field_validator("verify")
     @classmethod
     def _ca_file_exists(cls, value: str | None) -> str | None:
-        if value and not Path(value).expanduser().is_file():
-            raise ValueError(f"must be a readable CA certificate file; `{value}` does not exist on this worker")
-        return value
+        return worker_file(value, "CA certificate file")
 
     def tls_verify(self) -> str | bool:
         """What requests' `verify` gets: the CA file, or True (the system's CAs); never False."""

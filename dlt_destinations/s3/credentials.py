@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from cai_common import BaseConfig
+from cai_common.configuration import worker_file
 from cai_common.settings import settings
 
 
@@ -67,9 +68,7 @@ class S3Credentials(BaseConfig):
     @field_validator("ca_bundle")
     @classmethod
     def _ca_bundle_exists(cls, value: str | None) -> str | None:
-        if value and not Path(value).expanduser().is_file():
-            raise ValueError(f"must be a readable CA certificate file; `{value}` does not exist on this worker")
-        return value
+        return worker_file(value, "CA certificate file")
 
     @field_validator("endpoint_url")
     @classmethod
