@@ -75,7 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     dsn = scratch_database(args.dsn, "cai_bench_export", BUILD.format(rows=int(2 * args.rows)))
-    env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
+    # DATABASE_URL: the config store every connector run has (else the product would start an embedded one)
+    env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines"),
+           "DATABASE_URL": args.dsn}
     results = []
     for rows in (args.rows, 2 * args.rows):
         query = f"SELECT * FROM lab_results WHERE result_id <= {rows} ORDER BY result_id"

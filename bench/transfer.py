@@ -85,6 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=1024, help="object size in MB (1 MB = 2^20 bytes)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench-transfer"))
+    parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                        help="the config store a connector run has (DATABASE_URL)")
     args = parser.parse_args()
     if not shutil.which("rclone"):
         raise SystemExit("needs rclone: apt-get install rclone")
@@ -126,6 +128,8 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
     # AWS_CA_BUNDLE (set on machines behind a TLS proxy) makes rclone's S3 client refuse to start
     env = {**{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
            "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines"),
+           # the config store every connector run has (else the product would start an embedded one)
+           "DATABASE_URL": args.dsn,
            # rclone's remotes, from its environment (no config file)
            "RCLONE_CONFIG_SRC_TYPE": "s3", "RCLONE_CONFIG_SRC_PROVIDER": "Other",
            "RCLONE_CONFIG_SRC_ACCESS_KEY_ID": KEY, "RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY": SECRET,

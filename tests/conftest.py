@@ -299,7 +299,8 @@ def openssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work}/host_key\nPidFile {work}/sshd.pid\n"
         f"AuthorizedKeysFile {work}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-        "Subsystem sftp internal-sftp\n")
+        # a key line may set its session's PATH (`environment="PATH=..."`): which commands a login finds
+        "PermitUserEnvironment PATH\nSubsystem sftp internal-sftp\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     server = subprocess.Popen([sshd, "-D", "-e", "-f", str(work / "sshd_config")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)

@@ -28,7 +28,7 @@ def test_a_written_file_reports_every_byte_to_the_watcher_and_nothing_outside(tm
     seen: list[int] = []
     with progress.watching(seen.append):
         write_file(fs, str(tmp_path / "in.bin"), target, str(tmp_path / "out" / "a.bin"))
-    assert sum(seen) == len(data) and len(seen) == 3  # 4 MB pieces
+    assert sum(seen) == len(data) and len(seen) == 10  # 1 MB pieces
     write_file(fs, str(tmp_path / "in.bin"), target, str(tmp_path / "out" / "b.bin"))  # nobody watching
     assert sum(seen) == len(data)
 

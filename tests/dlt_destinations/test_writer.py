@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.implementations.local
 import pytest
 
 from dlt_destinations import DESTINATIONS
-from dlt_destinations.writer import FileTarget, UnsafePathError, safe_join, write_file
+from dlt_destinations.writer import FileTarget, UnsafePathError, VerificationError, safe_join, write_file
 
 MB = 1024 * 1024
 
@@ -64,7 +65,7 @@ def test_s3_single_put_up_to_the_threshold_multipart_above(tmp_path: Path, s3_bu
 def test_sftp_copies_are_hashed_by_the_server_where_the_login_may_and_read_back_where_not(
     tmp_path: Path, openssh_server: dict[str, Any], sftp_server: dict[str, Any],
 ) -> None:
-    """Debian's OpenSSH runs `sha256sum` for the login; the SFTP-only test server cannot, so the file is read back."""
+    """Debian's OpenSSH hashes the file for the login; the SFTP-only test server cannot, so the file is read back."""
     data = os.urandom(3 * MB + 5)
     local = tmp_path / "scan.bin"
     local.write_bytes(data)
@@ -83,3 +84,61 @@ def test_sftp_copies_are_hashed_by_the_server_where_the_login_may_and_read_back_
     target = DESTINATIONS.kind("sftp").file_target(sftp_only)
     done = write_file(fs, str(local), target, f"/{tmp_path.name}/scan.bin")
     assert done.verified == "hash" and (sftp_server["root"] / tmp_path.name / "scan.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize(("commands", "verified"), [
+    (["openssl", "sha256sum"], "hash (server)"),
+    (["openssl"], "hash (server)"),  # OpenSSL is asked first
+    (["sha256sum"], "hash (server)"),  # no OpenSSL on the server: coreutils
+    ([], "hash"),  # neither: read back over SFTP
+])
+def test_sftp_server_hash_uses_openssl_then_sha256sum_then_reads_back(
+    tmp_path: Path, openssh_server: dict[str, Any], commands: list[str], verified: str,
+) -> None:
+    """A login whose PATH holds only ``commands`` (its key line sets PATH on the real OpenSSH server)."""
+    import shutil
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in ["bash", "sh", *commands]:
+        (bin_dir / command).symlink_to(shutil.which(command) or command)
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    authorized = Path(openssh_server["client_key"]).parent / "authorized_keys"
+    with authorized.open("a") as f:
+        f.write(f'environment="PATH={bin_dir}" {(tmp_path / "key.pub").read_text()}')
+    (tmp_path / "kh").write_text(openssh_server["host_line"] + "\n")
+    config = DESTINATIONS.parse("sftp", {
+        "host": openssh_server["host"], "port": openssh_server["port"], "username": openssh_server["user"],
+        "pkey_path": str(key), "path": str(openssh_server["folder"]), "known_hosts": str(tmp_path / "kh")})
+    data = os.urandom(MB + 7)
+    (tmp_path / "scan.bin").write_bytes(data)
+    final = openssh_server["folder"] / tmp_path.name / "scan.bin"
+    done = write_file(fsspec.filesystem("file"), str(tmp_path / "scan.bin"),
+                      DESTINATIONS.kind("sftp").file_target(config), str(final))
+    assert (done.verified, final.read_bytes()) == (verified, data)
+
+
+class _Corrupting(fsspec.implementations.local.LocalFileSystem):
+    """A local disk that stores one byte other than the one written (a failing disk or NFS server)."""
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        opened = super()._open(path, mode, **kwargs)
+        if "w" in mode:
+            write = opened.write
+            opened.write = lambda data: write(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+        return opened
+
+
+def test_a_local_copy_whose_stored_bytes_differ_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(5 * MB))
+    disk = _Corrupting(skip_instance_cache=True)
+    target = FileTarget("nfs", disk, str(tmp_path / "out"))
+    with pytest.raises(VerificationError, match="differ from those written"):
+        write_file(fsspec.filesystem("file"), str(source), target, str(tmp_path / "out" / "in.bin"))
+    assert os.listdir(tmp_path / "out") == []
+    # verify="size" trusts the disk: the same copy lands
+    assert write_file(fsspec.filesystem("file"), str(source), target, str(tmp_path / "out" / "in.bin"),
+                      verify="size").verified == "size"
