@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,23 @@ directory: dlt reads `.dlt/config.toml` only in the current one). A variable alr
 
 
 def apply_dlt_defaults() -> None:
-    """Set `DLT_DEFAULTS` in this process's environment where the operator set nothing."""
+    """Set `DLT_DEFAULTS` in this process's environment where the operator set nothing, and have dlt
+    parse connection strings with its own URL parser.
+
+    dlt parses a connection string with SQLAlchemy's `make_url` whenever SQLAlchemy is importable, and
+    Prefect installs it: 0.35 s of imports in every process that names a database, for a URL. dlt's
+    `sql_alchemy_shims` is the same parser (SQLAlchemy's code, kept by dlt for installs without it);
+    nothing here hands dlt's URL objects to SQLAlchemy.
+    """
     for name, value in DLT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    compat = "dlt.common.libs.sql_alchemy_compat"
+    if compat not in sys.modules:
+        from dlt.common.libs import sql_alchemy_shims
+
+        shim = types.ModuleType(compat, "dlt's URL parser, without importing SQLAlchemy")
+        shim.URL, shim.make_url = sql_alchemy_shims.URL, sql_alchemy_shims.make_url  # type: ignore[attr-defined]
+        sys.modules[compat] = shim
 
 
 apply_dlt_defaults()
