@@ -70,6 +70,35 @@ def _busy_cpu_seconds() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU-seconds of a process and its descendants, the exited ones included (once reaped by their parent)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _postmaster() -> int | None:
+    """The PostgreSQL server's main process (the parent of every backend) on this machine."""
+    for proc in psutil.process_iter(["name", "ppid"]):
+        try:
+            if proc.info["name"] in ("postgres", "postmaster") and \
+                    psutil.Process(proc.info["ppid"]).name() not in ("postgres", "postmaster"):
+                return int(proc.pid)
+        except psutil.Error:
+            continue
+    return None
+
+
 def _peak_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> None:
     while not stop.wait(0.2):
         total = 0
@@ -168,6 +197,10 @@ def main() -> None:
                 return 0, type(exc).__name__
             return response.status_code, response.json().get("id", "") if response.ok else response.text[:200]
 
+        postmaster = _postmaster()
+        parts = {"workers (cold runs included)": [w.pid for w in workers], "Prefect server": [server.pid],
+                 "PostgreSQL": [postmaster] if postmaster else []}
+        parts_before = {name: sum(_tree_cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
         busy_before = _busy_cpu_seconds()
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=40) as pool:
@@ -186,6 +219,8 @@ def main() -> None:
             time.sleep(1)
         drained = time.monotonic() - started
         busy = _busy_cpu_seconds() - busy_before
+        parts_used = {name: sum(_tree_cpu_seconds(pid) for pid in pids) - parts_before[name]
+                      for name, pids in parts.items()}
         stop.set()
 
         states = [r["state"]["type"] for r in final.values()]
@@ -221,6 +256,10 @@ def main() -> None:
         print(f"| peak RSS of the worker process trees | {peak[0] / 2**20:.0f} MiB |")
         print(f"| busy CPU-seconds per run, whole machine (worker, runs, Prefect server, PostgreSQL) | "
               f"{busy / max(len(final), 1):.2f} |")
+        for name, used in parts_used.items():
+            print(f"| of which {name} | {used / max(len(final), 1):.2f} |")
+        print(f"| of which the rest: warm runs (forks the kernel reaps), this script, the OS | "
+              f"{(busy - sum(parts_used.values())) / max(len(final), 1):.2f} |")
     finally:
         for proc in [*workers, server]:
             try:

@@ -28,10 +28,17 @@ SOCKET_ENV = "CAI_WARM_SOCKET"
 START_ENV = "CAI_PROCESS_START"
 """Set to `warm` in a forked run (the run record's `metrics.process_start` says which way it started)."""
 # (`prefect.engine` itself is not: the child runs it as `__main__`, as `python -m prefect.engine` would.)
-PRELOAD = ("prefect", "prefect.flow_engine", "prefect.runner", "flows.dlt_pipeline_flow",
-           "flows.orchestration.run", "flows.store.connector_config", "flows.paths", "flows.paths.tables",
-           "flows.paths.transfers", "flows.paths.exports", "dlt", "psycopg")
-"""Imported once by the warm process (what a run would import first)."""
+PRELOAD = ("prefect", "prefect.flow_engine", "prefect.task_engine", "prefect.runner", "prefect.deployments.steps.pull",
+           "prefect.utilities.visualization", "prefect._internal.installation", "prefect._internal.integrations",
+           "prefect.concurrency.sync", "anyio._backends._asyncio", "anyio.streams.memory", "anyio.streams.stapled",
+           "flows.dlt_pipeline_flow", "flows.orchestration.run", "flows.orchestration.concurrency",
+           "flows.orchestration.heartbeat", "flows.orchestration.deployment", "flows.store.connector_config",
+           "flows.paths", "flows.paths.tables", "flows.paths.transfers", "flows.paths.exports",
+           "dlt_sources.filesystem.staging", "dlt_sources.filesystem.resource", "dlt",
+           "dlt.common.configuration.plugins", "dlt.sources.helpers.requests", "pendulum.locales.en.locale",
+           "pyarrow", "pyarrow.csv", "pyarrow.compute", "psycopg", "pydoc")
+"""Imported once by the warm process: what a run imports, found by listing the modules a warm run of
+each path imported itself (each is a fork: whatever it imports, it imports for itself alone)."""
 
 
 def _cold(argv: list[str]) -> NoReturn:
