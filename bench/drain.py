@@ -2,13 +2,13 @@
 
 One command sets everything up on this machine: a config store of its own, a Prefect server
 (`cai server`: PostgreSQL; `--sqlite` for Prefect's default), `cai deploy`, N folder -> postgres
-connectors each loading a 1,000-row CSV that psql wrote, and W `cai worker --limit L` processes. All N
+connectors each loading a 1,000-row CSV that psql wrote, and W `cai worker [--limit L]` processes. All N
 triggers are sent at once (40 threads), each with an idempotency key and re-sent on 429/5xx as a
 careful backend does. It waits until every flow run is final and prints: runs/min (first trigger to
 last final state), start latency (pending -> running), refused triggers, flow runs without a run
 record, overlapping runs of one connector, and the peak RSS of the worker process trees.
 
-    .venv/bin/python bench/drain.py                         # 200 runs, W=1, L=4
+    .venv/bin/python bench/drain.py                         # 200 runs, W=1, cai worker's default slots
     .venv/bin/python bench/drain.py --runs 50 --workers 2 --limit 4 --poll 2
     .venv/bin/python bench/drain.py --sqlite                # Prefect's default database, for comparison
     .venv/bin/python bench/drain.py --cold                  # every run imports Prefect and dlt itself
@@ -100,12 +100,19 @@ def _postmaster() -> int | None:
 
 
 def _peak_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> None:
+    """peak[0]: RSS of the worker trees (shared pages counted in every process); peak[1]: the most memory
+    one run's process held alone (USS: what it does not share with the warm process it forked from)."""
     while not stop.wait(0.2):
         total = 0
         for pid in pids:
             try:
                 proc = psutil.Process(pid)
-                total += proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+                tree = proc.children(recursive=True)
+                total += proc.memory_info().rss + sum(c.memory_info().rss for c in tree)
+                for child in tree:
+                    parent = child.parent()
+                    if parent is not None and "--serve" in parent.cmdline():  # a run forked by the warm process
+                        peak[1] = max(peak[1], child.memory_full_info().uss)
             except psutil.Error:
                 pass
         peak[0] = max(peak[0], total)
@@ -116,8 +123,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="connectors triggered at once (one run each)")
     parser.add_argument("--rows", type=int, default=1000, help="rows per connector's CSV")
     parser.add_argument("--workers", type=int, default=1, help="cai worker processes")
-    parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once")
-    parser.add_argument("--poll", type=float, default=2.0, help="worker poll interval, seconds")
+    parser.add_argument("--limit", type=int, default=None, help="flow runs per worker at once (default: cai worker's)")
+    parser.add_argument("--poll", type=float, default=None, help="worker poll seconds (default: cai worker's)")
     parser.add_argument("--cold", action="store_true", help="workers without a warm process (cai worker --no-warm)")
     parser.add_argument("--sqlite", action="store_true", help="Prefect's default SQLite instead of PostgreSQL")
     parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL",
@@ -178,11 +185,13 @@ def main() -> None:
                                   timeout=30).json()["id"]
         for w in range(args.workers):
             log = open(work / f"worker{w}.log", "wb")  # noqa: SIM115
-            workers.append(subprocess.Popen([CAI, "worker", "--limit", str(args.limit), "--poll", str(args.poll),
+            limit = ["--limit", str(args.limit)] if args.limit else []
+            poll = ["--poll", str(args.poll)] if args.poll else []
+            workers.append(subprocess.Popen([CAI, "worker", *limit, *poll,
                                              "--no-warm" if args.cold else "--warm"],
                                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         time.sleep(3)  # the workers register and poll once
-        stop, peak = threading.Event(), [0.0]
+        stop, peak = threading.Event(), [0.0, 0.0]
         sampler = threading.Thread(target=_peak_sampler, args=([w.pid for w in workers], stop, peak), daemon=True)
         sampler.start()
 
@@ -228,32 +237,61 @@ def main() -> None:
             recorded = {row[0]: row[1] for row in conn.execute(
                 "SELECT prefect_flow_run_id, status FROM cai_connector_runs WHERE prefect_flow_run_id = ANY(%s)",
                 (created,)).fetchall()}
+            record_seconds = [row[0] for row in conn.execute(
+                "SELECT extract(epoch FROM finished_at - started_at)::float FROM cai_connector_runs "
+                "WHERE prefect_flow_run_id = ANY(%s) AND finished_at IS NOT NULL", (created,)).fetchall()]
             overlaps = conn.execute(
                 "SELECT count(*) FROM cai_connector_runs a JOIN cai_connector_runs b "
                 "ON a.connector_id = b.connector_id AND a.id < b.id "
                 "AND a.started_at < b.finished_at AND b.started_at < a.finished_at").fetchone()[0]
+        picked, started_running = [], []  # Scheduled -> Pending (the worker took it), Pending -> Running (the engine)
+        for run_id in list(final)[:50]:
+            history = session.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=60).json()
+            at = {}
+            for state in history:
+                at.setdefault(state["type"], datetime.fromisoformat(state["timestamp"]))
+            if {"SCHEDULED", "PENDING", "RUNNING"} <= set(at):
+                picked.append((at["PENDING"] - at["SCHEDULED"]).total_seconds())
+                started_running.append((at["RUNNING"] - at["PENDING"]).total_seconds())
         latencies = []
         for run in final.values():
             if run.get("start_time") and run.get("expected_start_time"):
                 begin = datetime.fromisoformat(run["start_time"])
                 expected = datetime.fromisoformat(run["expected_start_time"])
                 latencies.append((begin - expected).total_seconds())
+        flow_seconds = [
+            (datetime.fromisoformat(r["end_time"]) - datetime.fromisoformat(r["start_time"])).total_seconds()
+            for r in final.values() if r.get("start_time") and r.get("end_time")]
         database = "SQLite" if args.sqlite else "PostgreSQL"
         print(f"\n{args.runs} runs of {args.rows} rows; Prefect server on {database}; "
-              f"W={args.workers} L={args.limit} poll {args.poll} s, {'cold' if args.cold else 'warm'} starts; "
+              f"W={args.workers} L={args.limit or 'default'} poll {args.poll or 'default'} s, "
+              f"{'cold' if args.cold else 'warm'} starts; "
               f"{os.cpu_count()} cores")
         print(f"| triggers sent in | {triggered:.1f} s |")
         print(f"| drained in | {drained:.1f} s |")
         print(f"| runs/min | {len(final) / drained * 60:.1f} |")
         print("| final states | " + ", ".join(f"{s} {states.count(s)}" for s in sorted(set(states))) + " |")
         if latencies:
-            print(f"| pending -> running, median / p95 | {statistics.median(latencies):.1f} / "
+            print(f"| triggered -> running, median / p95 | {statistics.median(latencies):.1f} / "
                   f"{sorted(latencies)[int(len(latencies) * 0.95) - 1]:.1f} s |")
+        if picked:
+            print(f"| of which scheduled -> pending (waiting for a poll and a slot), median | "
+                  f"{statistics.median(picked):.2f} s |")
+            print(f"| of which pending -> running (the worker starts the run), median | "
+                  f"{statistics.median(started_running):.2f} s |")
+        if flow_seconds and record_seconds:
+            print(f"| a flow run, running -> final, median | {statistics.median(flow_seconds):.2f} s |")
+            print(f"| its run record, started -> finished (lock, config, data path, close), median | "
+                  f"{statistics.median(record_seconds):.2f} s |")
         print(f"| trigger calls refused after retries | {refused} of {len(answers)} |")
         print(f"| flow runs without a run record | {len([r for r in created if r not in recorded])} |")
         print(f"| run records not success | {len([s for s in recorded.values() if s != 'success'])} |")
         print(f"| overlapping runs of one connector | {overlaps} |")
-        print(f"| peak RSS of the worker process trees | {peak[0] / 2**20:.0f} MiB |")
+        print(f"| peak RSS of the worker process trees (shared pages counted in each process) | "
+              f"{peak[0] / 2**20:.0f} MiB |")
+        if peak[1]:
+            print(f"| most memory of one run's process of its own (USS; the rest is shared with the warm process) | "
+                  f"{peak[1] / 2**20:.0f} MiB |")
         print(f"| busy CPU-seconds per run, whole machine (worker, runs, Prefect server, PostgreSQL) | "
               f"{busy / max(len(final), 1):.2f} |")
         for name, used in parts_used.items():

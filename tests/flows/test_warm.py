@@ -120,3 +120,21 @@ def test_a_signal_to_the_command_reaches_the_run(warm_process: tuple[psutil.Proc
     assert code not in (0, -signal.SIGTERM)  # the command relayed the run's own exit, it was not just killed
     gone, _ = psutil.wait_procs([child], timeout=10)
     assert gone
+
+
+@pytest.mark.parametrize(("cpu_max", "cores"), [
+    ("max 100000\n", None),  # no quota: the cores this process may run on
+    ("150000 100000\n", 2),  # a container limited to 1.5 cores: 2 (slots wait on I/O)
+    ("50000 100000\n", 1),
+    (None, None),  # no cgroup v2 file (cgroup v1, another OS)
+])
+def test_the_default_worker_slots_follow_the_cores_a_container_may_use(
+    tmp_path: Path, cpu_max: str | None, cores: int | None,
+) -> None:
+    from flows.orchestration.warm import usable_cores
+
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(str(path)) == min(affinity, cores or affinity)
