@@ -44,7 +44,7 @@ COPY_CHUNK = 8 * 1024 * 1024
 VALIDATE_BLOCK = 256 * 1024
 # A record longer than a block (a 10 MB clinical note) needs a larger one: each retry multiplies it,
 # up to PostgreSQL's own limit for a field (1 GB).
-LARGER_BLOCKS = (16 * 1024 * 1024, 128 * 1024 * 1024, 1100 * 1024 * 1024)
+LARGER_BLOCKS = (1024 * 1024, 16 * 1024 * 1024, 128 * 1024 * 1024, 1100 * 1024 * 1024)
 MAX_COLUMNS = 1600
 """PostgreSQL's limit on a table's columns."""
 
