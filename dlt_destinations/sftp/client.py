@@ -174,6 +174,30 @@ def _entries_for(config: SftpDestinationConfig, path: Path) -> list[int]:
     return lines
 
 
+def _has_aes_instructions(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU encrypts AES in hardware (x86's `aes` flag, arm64's `aes` feature)."""
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith(("flags", "Features")) and " aes " in f" {line.split(':', 1)[-1]} "
+                       for line in f)
+    except OSError:
+        return False
+
+
+def encryption_algs(aes_in_hardware: bool | None = None) -> list[str]:
+    """asyncssh's ciphers, AES-GCM first where the CPU has AES instructions (what OpenSSH and rclone
+    choose there). asyncssh puts ChaCha20-Poly1305 first: 1 GiB to OpenSSH on loopback took 5.4-5.8 s
+    and 2.8-3.2 CPU-seconds here, 3.8-4.0 s and 1.6-1.7 with aes128-gcm. The server still picks from
+    the whole list, so one without GCM gets the rest."""
+    from asyncssh.encryption import get_default_encryption_algs
+
+    algs = [a.decode() for a in get_default_encryption_algs()]
+    if not (_has_aes_instructions() if aes_in_hardware is None else aes_in_hardware):
+        return algs
+    gcm = [a for a in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if a in algs]
+    return gcm + [a for a in algs if a not in gcm]
+
+
 def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
     """An sshfs filesystem logged in with the config's password or key, the host key verified.
 
@@ -195,6 +219,7 @@ def open_sftp(config: SftpDestinationConfig) -> SftpFileSystem:
         "keepalive_interval": config.keepalive_seconds,
         "keepalive_count_max": 4,
         "skip_instance_cache": True,
+        "encryption_algs": encryption_algs(),
     }
     if config.password is not None:
         options["password"] = config.password.get_secret_value()
