@@ -138,3 +138,32 @@ def test_the_default_worker_slots_follow_the_cores_a_container_may_use(
         path.write_text(cpu_max)
     affinity = len(os.sched_getaffinity(0))
     assert usable_cores(str(path)) == min(affinity, cores or affinity)
+
+
+def test_prefect_clients_share_one_tls_context_per_ca_file_and_no_one_else_does(tmp_path: Path) -> None:
+    """Run in a fresh interpreter: the sharing changes `ssl` for the process that turns it on."""
+    script = f"""
+import os, shutil, ssl, certifi
+from prefect._internal.websockets import create_ssl_context_for_websocket as for_prefect
+from flows.orchestration.warm import share_prefect_tls_contexts
+before = for_prefect("wss://x"), for_prefect("wss://x")
+assert before[0] is not before[1]  # Prefect's own behaviour: a new context per client
+share_prefect_tls_contexts()
+share_prefect_tls_contexts()  # idempotent
+first, again = for_prefect("wss://x"), for_prefect("wss://x")
+assert first is again
+assert ssl.create_default_context(cafile=certifi.where()) is not first  # not Prefect's call: untouched
+ca = shutil.copy(certifi.where(), "{tmp_path}/ca.pem")
+os.environ["PREFECT_API_SSL_CERT_FILE"] = ca
+from prefect.context import refresh_global_settings_context
+refresh_global_settings_context()
+other = for_prefect("wss://x")
+assert other is not first and for_prefect("wss://x") is other  # another CA file: its own context
+with open(ca, "a") as f:
+    f.write("\\n")  # the file changed: a new context
+assert for_prefect("wss://x") is not other
+assert for_prefect("ws://x") is None
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
