@@ -191,6 +191,13 @@ def main() -> None:
                                              "--no-warm" if args.cold else "--warm"],
                                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         time.sleep(3)  # the workers register and poll once
+        deadline = time.monotonic() + 120
+        while not args.cold and not all(b"serving" in (work / f"worker{w}.log").read_bytes()
+                                        for w in range(args.workers)):
+            if time.monotonic() > deadline:  # measured anyway: the first runs start cold
+                print("warm processes not serving after 2 minutes", file=sys.stderr)
+                break
+            time.sleep(0.2)
         stop, peak = threading.Event(), [0.0, 0.0]
         sampler = threading.Thread(target=_peak_sampler, args=([w.pid for w in workers], stop, peak), daemon=True)
         sampler.start()
