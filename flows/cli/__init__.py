@@ -7,8 +7,12 @@ import os
 # Prefect's first temporary server takes 12-27 s to start on a 2-core box (STACK.md); its default
 # 20 s timeout would fail the very first `cai run`.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-# A clinical worker makes no outbound calls it was not configured to make (dlt's telemetry is off too).
+# A clinical worker makes no outbound calls it was not configured to make (dlt's telemetry is off too):
+# not the Prefect server's analytics, and not the SDK's, which Prefect starts on import (a device id,
+# then events from interactive terminals) unless DO_NOT_TRACK is set. Workers, warm processes and
+# flow runs started from here inherit both.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import json  # noqa: E402
 import time  # noqa: E402

@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,18 @@ def test_the_prefect_api_is_found_where_prefect_itself_would_find_it(tmp_path: P
     found = subprocess.run([sys.executable, "-c", "from flows.cli import _prefect_api; print(_prefect_api())"],
                            cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=True).stdout.strip()
     assert found == ("None" if where == "nowhere" else "http://prefect.example:4200/api")
+
+
+def test_prefect_sdk_analytics_are_off_wherever_cai_starts_prefect(tmp_path: Path) -> None:
+    """Prefect starts its SDK analytics when imported (a device id; events from interactive terminals)
+    unless DO_NOT_TRACK is set or the environment looks like CI. Checked in an environment that is
+    neither, so the first check shows they would run."""
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in CI_ENV_VARS and k != "DO_NOT_TRACK"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    check = "from prefect._internal.analytics.enabled import is_telemetry_enabled; print(is_telemetry_enabled())"
+    alone = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
+    through_cai = subprocess.run([sys.executable, "-c", f"import flows.cli; {check}"], env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert (alone.stdout.strip(), through_cai.stdout.strip()) == ("True", "False"), alone.stderr + through_cai.stderr
