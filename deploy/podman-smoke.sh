@@ -108,8 +108,10 @@ started=$(date +%s)
 "${in_image[@]}" "$IMAGE" cai trigger "$connector" --wait --timeout 240
 echo "triggered run done in $(( $(date +%s) - started )) s (worker start included)"
 [ "$(psql -Atq "$store_url" -c "SELECT mrn FROM smoke.ping")" = "00123" ] || { echo "the run's row is not in smoke.ping" >&2; exit 1; }
-echo "first run started: $(psql -Atq "$store_url" -c "SELECT metrics->>'process_start' FROM cai_connector_runs ORDER BY id DESC LIMIT 1")"
-# The worker's warm process is up by now: the next run forks from it.
+first=$(psql -Atq "$store_url" -c "SELECT metrics->>'process_start' FROM cai_connector_runs ORDER BY id DESC LIMIT 1")
+echo "first run started: $first"
+# The worker polls only once its warm process listens: every run forks from it, the first too.
+[ "$first" = "warm" ] || { echo "the first run did not start warm" >&2; exit 1; }
 started=$(date +%s)
 "${in_image[@]}" "$IMAGE" cai trigger "$connector" --wait --timeout 240 >/dev/null
 start=$(psql -Atq "$store_url" -c "SELECT metrics->>'process_start' FROM cai_connector_runs ORDER BY id DESC LIMIT 1")

@@ -373,6 +373,10 @@ def trigger(
     raise typer.Exit(0 if record["status"] == "success" else 1)
 
 
+WARM_START_SECONDS = 60.0
+"""Longest `cai worker` waits for its warm process to listen before it polls for runs."""
+
+
 @app.command()
 def worker(
     limit: Annotated[int | None, typer.Option(
@@ -418,8 +422,13 @@ def worker(
         from flows.orchestration.warm import SOCKET_ENV
 
         socket_path = os.path.join(tempfile.mkdtemp(prefix="cai-warm-"), "warm.sock")
-        subprocess.Popen([sys.executable, "-m", "flows.orchestration.warm", "--serve", socket_path])
+        warm_process = subprocess.Popen([sys.executable, "-m", "flows.orchestration.warm", "--serve", socket_path])
         os.environ[SOCKET_ENV] = socket_path
+        # Poll for runs only once it listens (its imports take a few seconds): a run taken before
+        # would start cold, about 5 CPU-seconds more. Should it not come up, runs start cold.
+        deadline = time.monotonic() + WARM_START_SECONDS
+        while not os.path.exists(socket_path) and warm_process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
     os.execv(sys.executable, command)
 
 

@@ -463,6 +463,20 @@ def test_flow_runs_that_end_before_their_flow_begins_get_a_failed_record(
     assert sorted(c for _, c in counts) == [1, 1]  # recorded once, however many sweeps ran
 
 
+def test_a_run_waiting_when_the_worker_starts_starts_warm(
+    prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], config_store: str,
+    tmp_path: Path,
+) -> None:
+    """`cai worker` polls only once its warm process listens, so a queued run never pays a cold start."""
+    worker.stop()
+    flow_run_id = _create_flow_run(prefect_api, deployment,
+                                   _sleeper(make_connector, config_store, tmp_path, 0, "queued before the worker"))
+    worker.start()
+    assert _wait(prefect_api, flow_run_id)["state"]["type"] == "COMPLETED"
+    record = find_run_by_flow_run(flow_run_id)
+    assert record is not None and record["metrics"]["process_start"] == "warm", record
+
+
 def test_runs_on_the_worker_start_warm(
     prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], config_store: str,
     tmp_path: Path,
