@@ -25,13 +25,16 @@ COPY cai_common cai_common
 COPY dlt_sources dlt_sources
 COPY dlt_destinations dlt_destinations
 COPY flows flows
+# Bytecode is compiled here: user 10001 cannot write /opt/cai or /app, so without it every process
+# (each warm process, each cold run, `cai --help`) would compile dlt and Prefect from source again.
 # The flow's code stays at /app: the deployment's pull step runs flows from there (`cai deploy` in
 # this image records /app), so the package is installed in editable mode against it.
 RUN if [ -n "${SSL_CERT_FILE:-}" ]; then export PIP_CERT="$SSL_CERT_FILE"; else unset SSL_CERT_FILE; fi; \
     python3 -m venv /opt/cai \
     && /opt/cai/bin/pip install --quiet --no-cache-dir --disable-pip-version-check "uv>=0.13,<0.14" \
-    && /opt/cai/bin/uv pip install --quiet --no-cache --python /opt/cai/bin/python -e /app \
-    && /opt/cai/bin/pip uninstall --quiet -y uv pip
+    && /opt/cai/bin/uv pip install --quiet --no-cache --compile-bytecode --python /opt/cai/bin/python -e /app \
+    && /opt/cai/bin/pip uninstall --quiet -y uv pip \
+    && /opt/cai/bin/python -m compileall -q /app/cai_common /app/dlt_sources /app/dlt_destinations /app/flows
 
 FROM ${BASE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

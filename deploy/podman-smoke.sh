@@ -59,6 +59,18 @@ echo "$help" | grep -q "Usage: cai" || { echo "cai --help failed in the image" >
 echo "cai --help answers ($(echo "$help" | grep -c '│') lines)"
 echo "healthcheck: $(podman image inspect "$IMAGE" --format '{{.Config.Healthcheck.Test}}')"
 echo "image user: $(podman run --rm --no-healthcheck "$IMAGE" id -u)"
+# Every module a run imports loads from bytecode compiled at build time: the image's user cannot
+# write it, so a module without it would be compiled from source again by every process.
+podman run --rm --no-healthcheck "$IMAGE" python3 -c '
+import os, sys, time
+t = time.perf_counter()
+import flows.dlt_pipeline_flow, flows.paths.load_csv, flows.paths.transfers, dlt_sources.sql_database.readers  # noqa
+took = time.perf_counter() - t
+missing = sorted(m.__name__ for m in list(sys.modules.values())
+                 if getattr(m, "__cached__", None) and not os.path.exists(m.__cached__))
+print(f"{len(sys.modules)} modules imported in {took:.2f} s, {len(missing)} without bytecode")
+sys.exit(f"no bytecode for: {missing[:10]}" if missing else 0)
+' || { echo "the image compiles modules at run time" >&2; exit 1; }
 # (the build's mount point stays as an empty file; its content and the variable must not)
 if podman run --rm --no-healthcheck "$IMAGE" sh -c 'test -s /run/host-ca.crt || env | grep -q SSL_CERT_FILE'; then
   echo "the build's CA bundle leaked into the image" >&2; exit 1
