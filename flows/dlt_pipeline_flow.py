@@ -14,10 +14,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from cai_common import is_transient
+from cai_common import exit_without_final_collection, is_transient
 from flows.orchestration import run
 from flows.paths.metrics import artifact_table
 from flows.store import connector_config, run_records
+
+# A flow run's own process (a cold run, `cai run`) ends when its record is closed, not 0.6 s later.
+exit_without_final_collection()
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:

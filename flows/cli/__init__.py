@@ -31,6 +31,9 @@ console = Console()
 def main() -> None:
     """The `cai` entry point: a command that fails unexpectedly prints one line, never a traceback
     (run with CAI_DEBUG=1 to see it)."""
+    from cai_common import exit_without_final_collection
+
+    exit_without_final_collection()
     try:
         app()
     except Exception as exc:
