@@ -41,6 +41,8 @@ PRODUCT = """
 import sys, time
 from flows.store.connector_config import ConnectorConfig
 from flows.paths.tables import query_to_table
+from cai_common import exit_without_final_collection
+exit_without_final_collection()  # as `cai` and the flow do
 dsn, query, table = sys.argv[1:4]
 connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "sql_database",
     "source_config": {"connection_string": dsn, "allow_superuser": True, "query": query},

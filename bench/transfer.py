@@ -36,6 +36,8 @@ PRODUCT = """
 import json, sys, time
 from flows.store.connector_config import ConnectorConfig
 from flows.paths.transfers import files_transfer
+from cai_common import exit_without_final_collection
+exit_without_final_collection()  # as `cai` and the flow do
 endpoint, bucket, destination_type, destination = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 connector = ConnectorConfig.from_dict({"connector_id": 1, "connector_name": "bench", "source_type": "s3",
     "source_config": {"bucket": bucket, "path": "in", "file_pattern": "*", "endpoint_url": endpoint,
