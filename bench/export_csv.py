@@ -98,12 +98,13 @@ def main() -> None:
         assert identical, "the product's CSV differs from psql's"
     psql_s = {r[1]: r[3] for r in results if r[0].startswith("psql")}
     print(f"\n{'method':36} {'rows':>9} {'MB':>6} {'wall s':>7} {'work s':>7} {'MB/s':>7} {'vs psql':>8} "
-          f"{'peak RSS MB':>12}")
+          f"{'whole':>6} {'peak RSS MB':>12}")
     for name, rows, mb, wall, work, rss in results:
         secs = work if work is not None else wall
         print(f"{name:36} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{work:.2f}' if work else '-'):>7} "
-              f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {rss:>12.0f}")
-    print("\nwork s = the export itself, timed inside the process after imports; vs psql uses it when present.")
+              f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {wall / psql_s[rows]:>5.2f}x {rss:>12.0f}")
+    print("\nwork s = the export itself, timed inside the process after imports; vs psql uses it when present;"
+          " whole = wall time as a multiple of psql's.")
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS cai_bench_export WITH (FORCE)")
 

@@ -112,14 +112,15 @@ def main() -> None:
                       for t in ("bench_psql", f"bench_cai.labs_psql_{rows}")]
         assert counts == [rows, rows], f"row counts differ: {counts}"
     print(f"\n{'method':30} {'rows':>9} {'MB':>6} {'wall s':>7} {'load s':>7} {'MB/s':>7} "
-          f"{'vs psql':>8} {'peak RSS MB':>12}")
+          f"{'vs psql':>8} {'whole':>6} {'peak RSS MB':>12}")
     psql_s = {r[1]: r[3] for r in results if r[0].startswith("psql")}
     for name, rows, mb, wall, load, rss in results:
         secs = load if load is not None else wall
         print(f"{name:30} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{load:.2f}' if load else '-'):>7} "
-              f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {rss:>12.0f}")
+              f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {wall / psql_s[rows]:>5.2f}x {rss:>12.0f}")
     print(f"\nbest of {REPEATS} runs for psql and cai. vs psql = psql time / this method's load time (in-process,"
-          " after imports); wall includes Python start-up and imports (~5 s).")
+          " after imports); whole = this method's wall time (Python start-up and imports included) as a multiple"
+          " of psql's.")
     subprocess.run(["psql", args.dsn, "-q", "-c", "DROP DATABASE IF EXISTS cai_bench WITH (FORCE)"], check=False)
 
 

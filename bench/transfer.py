@@ -154,7 +154,8 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
          [str(BIN / "python"), "-c", PRODUCT, endpoint, BUCKET, "sftp", json.dumps(sftp)], drop / "object.bin", True),
     ]
     print(f"object: {size_mb:.0f} MB; S3: moto on loopback; SFTP: Debian's OpenSSH on loopback")
-    print(f"\n{'method':42} {'wall s':>7} {'MB/s':>7} {'work s':>7} {'MB/s':>7} {'peak RSS MB':>12}")
+    print(f"\n{'method':42} {'wall s':>7} {'MB/s':>7} {'work s':>7} {'MB/s':>7} {'whole':>6} {'peak RSS MB':>12}")
+    reference = 0.0
     try:
         for name, cmd, landed, moves in runs:
             if not fs.exists(key):
@@ -164,12 +165,14 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
             assert fs.exists(key) != moves, f"{name}: the source was {'not ' if moves else ''}moved"
             landed.unlink()
             work = float(m.stdout.rsplit(" in ", 1)[1].split()[0]) if moves else m.seconds
+            reference = reference if moves else m.seconds  # rclone, to the same place, just before
             print(f"{name:42} {m.seconds:>7.2f} {size_mb / m.seconds:>7.1f} {work:>7.2f} {size_mb / work:>7.1f} "
-                  f"{m.peak_rss_mb:>12.0f}")
+                  f"{m.seconds / reference:>5.2f}x {m.peak_rss_mb:>12.0f}")
     finally:
         shutil.rmtree(drop, ignore_errors=True)
     print("\nwall = the whole process (start-up and imports included); work = the transfer itself, timed")
-    print("inside the process after imports (rclone: its wall time).")
+    print("inside the process after imports (rclone: its wall time); whole = wall time as a multiple of rclone's")
+    print("to the same destination.")
 
 
 if __name__ == "__main__":
