@@ -44,10 +44,20 @@ _ORDER = [t for chain in CHAINS for t in chain]
 _WIDER = {t: chain[chain.index(t):] for chain in CHAINS for t in chain}
 
 
+# The spellings of booleans in real exports (psql's `t`/`f`, JSON's, spreadsheets'): a column of only
+# these is boolean without running the pattern, which decides every other case.
+_USUAL_BOOLEANS = pa.array(["t", "f", "true", "false", "T", "F", "TRUE", "FALSE", "True", "False"])
+# An integer of at most 18 characters (sign included) is below 10**18 < 2**63: bigint holds it. Only
+# a longer one needs converting to find out.
+_SURELY_BIGINT = 18
+
+
 def _fits(values: pa.Array, pg_type: str) -> bool:
+    if pg_type == "boolean" and pc.all(pc.is_in(values, value_set=_USUAL_BOOLEANS)).as_py():
+        return True
     if not pc.all(pc.match_substring_regex(values, PATTERNS[pg_type])).as_py():
         return False
-    if pg_type == "bigint":
+    if pg_type == "bigint" and pc.max(pc.binary_length(values)).as_py() > _SURELY_BIGINT:
         try:
             pc.cast(pc.utf8_ltrim(values, "+"), pa.int64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # beyond bigint: numeric takes it
