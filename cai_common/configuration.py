@@ -240,10 +240,14 @@ def worker_file(value: str | None, what: str = "file") -> str | None:
 
 
 def server_location(dsn: str) -> str:
-    """`postgresql://host:port/db` of a libpq URL or conninfo: no user, password or options."""
-    from psycopg.conninfo import conninfo_to_dict
+    """`postgresql://host:port/db` of a libpq URL or conninfo: no user, password or options.
 
-    parts = conninfo_to_dict(dsn)
+    Parsed by libpq through psycopg2, which dlt's PostgreSQL destination loads in every data-path
+    process anyway; psycopg 3 would add 16 MB to a process that needs nothing else of it (`cai load-csv`).
+    """
+    from psycopg2.extensions import parse_dsn
+
+    parts = parse_dsn(dsn)
     return f"postgresql://{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
 
 

@@ -160,15 +160,21 @@ class postgres(dlt_postgres):  # noqa: N801 - dlt names destination factories in
 
 
 def existing_column_types(dsn: str, schema: str) -> dict[str, dict[str, str]]:
-    """Table -> column -> type (as format_type prints it) of the tables already in ``schema``."""
-    import psycopg
+    """Table -> column -> type (as format_type prints it) of the tables already in ``schema``.
 
+    Asked through psycopg2, the driver dlt loads with, already loaded here: `cai load-csv` needs no other.
+    """
     query = """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped"""
     tables: dict[str, dict[str, str]] = {}
-    with psycopg.connect(dsn, connect_timeout=30) as conn:
-        for table, column, pg_type in conn.execute(query, (schema,)):
-            tables.setdefault(table, {})[column] = pg_type
+    conn = psycopg2.connect(dsn, connect_timeout=30)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(query, (schema,))
+            for table, column, pg_type in cursor:
+                tables.setdefault(table, {})[column] = pg_type
+    finally:
+        conn.close()
     return tables

@@ -26,14 +26,7 @@ from dlt_sources.filesystem import (
     ensure_location,
     open_filesystem,
 )
-from dlt_sources.sql_database import (
-    QueryError,
-    QueryReport,
-    SqlDatabaseSourceConfig,
-    describe_query,
-    ensure_read_only_query,
-    query_table_rows,
-)
+from dlt_sources.sql_database import SqlDatabaseSourceConfig
 from flows.paths.metrics import load_metrics, reconcile
 from flows.paths.pipelines import (
     PathOutcome,
@@ -53,6 +46,15 @@ def query_to_table(connector: ConnectorConfig) -> PathOutcome:
     PostgreSQL describes the query's columns (type OIDs and modifiers), writes its rows as CSV text,
     and the destination's COPY reads them into columns of the same types.
     """
+    # Loaded here, not with the module: CSV loads never need psycopg 3 or the query readers.
+    from dlt_sources.sql_database import (
+        QueryError,
+        QueryReport,
+        describe_query,
+        ensure_read_only_query,
+        query_table_rows,
+    )
+
     source = connector.source
     target = connector.destination
     assert isinstance(source, SqlDatabaseSourceConfig)

@@ -136,3 +136,21 @@ def test_csv_edge_cases_load_or_fail_in_one_line(config_store: str, tmp_path: Pa
     assert wide.returncode == 1
     assert "wide.csv`: has 2000 columns; a PostgreSQL table holds at most 1600" in " ".join(wide.stdout.split())
     assert "Traceback" not in wide.stdout + wide.stderr
+
+
+def test_load_csv_runs_on_dlts_driver_alone(config_store: str, tmp_path: Path, schema_name: str) -> None:
+    """`cai load-csv` opens PostgreSQL only through psycopg2, which dlt's destination loads anyway: psycopg 3
+    would add 16 MB to a process whose goal is 150 MB (bench/load_csv.py). Checked in the process itself,
+    after a real load, by a handler that runs once the command has finished."""
+    awkward_csv(tmp_path / "visits.csv")
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('psycopg 3 loaded:', 'psycopg' in sys.modules))\n"
+             f"sys.argv = ['cai', 'load-csv', '{tmp_path}/visits.csv', '--to', '{config_store}', "
+             f"'--schema', '{schema_name}']\n"
+             "from flows.cli import main\n"
+             "main()\n")
+    done = subprocess.run([str(Path(CAI).with_name("python")), "-c", probe], capture_output=True, text=True,
+                          timeout=240, check=False, env={**os.environ, "COLUMNS": "250"})
+    assert "loaded 5 rows" in done.stdout, done.stdout + done.stderr
+    assert "psycopg 3 loaded: False" in done.stdout, done.stdout + done.stderr
+    assert _count(config_store, schema_name, "visits") == 5
