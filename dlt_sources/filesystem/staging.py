@@ -41,8 +41,9 @@ COPY_CHUNK = 8 * 1024 * 1024
 # pyarrow block size for the validation pass. pyarrow's allocations peak near 70 blocks whatever
 # the block size (the streaming reader keeps blocks alive). Measured on psql's 306 MB export of 2M rows,
 # the pass took 0.7-0.8 s with 256 KB, 512 KB or 1 MB blocks and added +24, +42 and +76 MB to the
-# process's peak RSS (1.1-1.2 s and +200 MB or more with 8 MB blocks).
-VALIDATE_BLOCK = 256 * 1024
+# process's peak RSS (1.1-1.2 s and +200 MB or more with 8 MB blocks). With blocks matched eight at a
+# time, 128 KB blocks took as long as 256 KB and `cai load-csv` peaked at 140 MB instead of 152.
+VALIDATE_BLOCK = 128 * 1024
 # A record longer than a block (a 10 MB clinical note) needs a larger one: each retry multiplies it,
 # up to PostgreSQL's own limit for a field (1 GB).
 LARGER_BLOCKS = (1024 * 1024, 16 * 1024 * 1024, 128 * 1024 * 1024, 1100 * 1024 * 1024)
