@@ -19,7 +19,6 @@ for _option in ("MIMALLOC_ARENA_EAGER_COMMIT", "MIMALLOC_PURGE_DELAY"):
     os.environ.setdefault(_option, "0")
 
 
-
 def exit_without_final_collection() -> None:
     """Let this process end without the interpreter's last cyclic garbage collections.
 
