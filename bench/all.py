@@ -3,8 +3,8 @@
     .venv/bin/python bench/all.py                      # 2,000,000 rows (then 4,000,000) and a 1 GiB object
     .venv/bin/python bench/all.py --rows 200000 --mb 64  # a smoke run
 
-Runs load_csv.py, export_csv.py, table_to_table.py and transfer.py one after the other, each in its
-own process, and prints their tables (ratios to the reference measured in the same run, peak RSS).
+Runs load_csv.py, export_csv.py, table_to_table.py, transfer.py and startup.py one after the other, each in
+its own process, and prints their tables (ratios to the reference measured in the same run, peak RSS).
 Needs psql, rclone and sshd (`apt-get install postgresql-client rclone openssh-server`).
 """
 
@@ -26,7 +26,8 @@ def main() -> None:
     runs = [("CSV -> table", ["load_csv.py", "--rows", str(args.rows)]),
             ("query -> CSV file", ["export_csv.py", "--rows", str(args.rows)]),
             ("table -> table", ["table_to_table.py", "--rows", str(args.rows)]),
-            ("transfers", ["transfer.py", "--mb", str(args.mb)])]
+            ("transfers", ["transfer.py", "--mb", str(args.mb)]),
+            ("start-up", ["startup.py"])]
     failed = []
     for title, (script, *options) in runs:
         print(f"\n## {title} ({script})\n", flush=True)
