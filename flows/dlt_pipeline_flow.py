@@ -7,9 +7,11 @@ its record is closed. Without a Prefect API, `flows.orchestration.run.run_direct
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, flow_engine, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -21,6 +23,21 @@ from flows.store import connector_config, run_records
 
 # A flow run's own process (a cold run, `cai run`) ends when its record is closed, not 0.6 s later.
 exit_without_final_collection()
+
+
+def heartbeats_end_with_the_run() -> None:
+    """Prefect's flow-run heartbeat thread sleeps in 1 s steps, and its sync engine joins the thread when
+    the run ends: every flow run (`cai run`, a worker's run) waited 0-1 s after its final state before
+    its process could end or its worker slot free up. The engine gets Prefect's own non-joining form
+    of the same heartbeats (the one its async engine uses): the daemon thread stops at its next step
+    and sends nothing for a run in a final state. Heartbeats themselves are unchanged."""
+    send = flow_engine._send_heartbeats
+    if isinstance(send, functools.partial) or "join_on_exit" not in inspect.signature(send).parameters:
+        return  # done already, or a Prefect whose heartbeats work otherwise: left as it is
+    flow_engine._send_heartbeats = functools.partial(send, join_on_exit=False)
+
+
+heartbeats_end_with_the_run()
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:

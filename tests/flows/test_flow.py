@@ -272,3 +272,41 @@ def test_a_second_run_of_a_connector_waits_for_the_first_and_a_killed_holder_fre
         assert time.monotonic() - started < 2
     finally:
         holder.kill()
+
+
+def test_a_flow_run_ends_without_waiting_for_its_heartbeat_thread() -> None:
+    """Prefect's heartbeat thread sleeps in 1 s steps; its sync engine joined it, so every run's process
+    waited up to a second after its final state. With the flow module loaded the engine's heartbeats
+    (Prefect's own function, driven here as the engine drives it) are sent as before, the run's end
+    does not wait for the thread, and the thread stops by itself without sending another."""
+    import logging
+    import threading
+    import time
+
+    from prefect import flow_engine
+
+    class Engine:  # what `_send_heartbeats` reads of Prefect's FlowRunEngine
+        heartbeat_seconds = 30
+        flow_run = None
+        logger = logging.getLogger("test")
+
+        def __init__(self) -> None:
+            self.sent: list[float] = []
+
+        def _build_heartbeat_event_template(self) -> tuple[dict[str, str], list[Any]]:
+            return {}, []
+
+        def _emit_flow_run_heartbeat(self, resource: Any, related: Any) -> None:
+            self.sent.append(time.monotonic())
+
+    engine = Engine()
+    before = set(threading.enumerate())
+    with flow_engine._send_heartbeats(engine):  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not engine.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (heartbeat,) = set(threading.enumerate()) - before
+    assert engine.sent, "no heartbeat was sent"
+    assert heartbeat.is_alive(), "the run's end waited for the heartbeat thread"
+    heartbeat.join(5)
+    assert not heartbeat.is_alive() and len(engine.sent) == 1
