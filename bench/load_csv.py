@@ -3,9 +3,10 @@
 The file is psql's own `\\copy (...) to ... csv header` export (bench/make_csv.py: fractional-second
 timestamps with offsets, numerics, quoted empty strings), as real exports are. Measures, at N and 2N
 rows: psql `\\copy ... from` (the physical limit), this product's `cai load-csv` (the file streamed
-into dlt's load package, typed from every value, COPY reading it), and its transcoding path (a
-dialect COPY cannot read: pyarrow rewrites the file as psql's CSV first). Prints throughput,
-the ratio to psql, and peak RSS of each.
+into dlt's load package, typed from every value, COPY reading it), the same file loaded by a
+folder -> postgres connector (`cai run`, direct: the run record, lock and config included), and the
+transcoding path (a dialect COPY cannot read: pyarrow rewrites the file as psql's CSV first). Prints
+throughput, the ratio to psql, and peak RSS of each.
 
     .venv/bin/python bench/load_csv.py [--rows 2000000] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
 """
@@ -90,6 +91,13 @@ def main() -> None:
         conn.execute("CREATE DATABASE cai_bench")
     dsn = with_db(args.dsn, "cai_bench")
     env = {**os.environ, "CAI_HOME": str(args.work / "home"), "CAI_PIPELINES_DIR": str(args.work / "pipelines")}
+    # A connector (folder -> postgres) run by `cai run` directly: its config store is this database.
+    connector_env = {**env, "DATABASE_URL": dsn, "PREFECT_HOME": str(args.work / "prefect")}
+    connector_env.pop("PREFECT_API_URL", None)
+    subprocess.run([str(BIN / "cai"), "init-db"], env=connector_env, check=True, capture_output=True)
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = dsn
+    from flows.store import catalog
     results = []
     for rows in (args.rows, 2 * args.rows):
         path = args.work / f"labs_psql_{rows}.csv"  # psql's own export: fractional-second timestamps
@@ -102,6 +110,13 @@ def main() -> None:
         cai = best([str(BIN / "cai"), "load-csv", str(path), "--to", dsn, "--schema", "bench_cai", "--replace"],
                    {**env, "COLUMNS": "200"}, dsn)
         results.append(("cai load-csv (this product)", rows, mb, cai.seconds, load_seconds(cai), cai.peak_rss_mb))
+        source = catalog.define_source(f"bench {rows}", "filesystem", {
+            "path": str(path.parent), "file_pattern": path.name, "full_refresh": True})
+        destination = catalog.define_destination(f"bench {rows}", "postgres", {
+            "connection_string": dsn, "schema": "bench_connector"})
+        connector = catalog.create_connector(f"bench {rows}", source, destination)
+        run = best([str(BIN / "cai"), "run", str(connector)], connector_env, dsn)
+        results.append(("cai run, a connector (direct)", rows, mb, run.seconds, load_seconds(run), run.peak_rss_mb))
         if not args.skip_arrow:  # last: its long write burst would slow whatever runs after it
             checkpoint(dsn)
             arrow = measure([str(BIN / "python"), "-c", ARROW_LOAD, str(path), dsn], env)
@@ -109,8 +124,8 @@ def main() -> None:
                             arrow.peak_rss_mb))
         with psycopg.connect(dsn) as conn:
             counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
-                      for t in ("bench_psql", f"bench_cai.labs_psql_{rows}")]
-        assert counts == [rows, rows], f"row counts differ: {counts}"
+                      for t in ("bench_psql", f"bench_cai.labs_psql_{rows}", f"bench_connector.labs_psql_{rows}")]
+        assert counts == [rows, rows, rows], f"row counts differ: {counts}"
     print(f"\n{'method':30} {'rows':>9} {'MB':>6} {'wall s':>7} {'load s':>7} {'MB/s':>7} "
           f"{'vs psql':>8} {'whole':>6} {'peak RSS MB':>12}")
     psql_s = {r[1]: r[3] for r in results if r[0].startswith("psql")}
