@@ -5,7 +5,8 @@
    types cannot say unconstrained numeric, uuid, interval or arrays, and a pg -> pg copy must keep them.
 2. CSV load files are COPYed with psql's convention and nothing else: an unquoted empty field is
    NULL, a quoted `""` is an empty string. dlt's own CSV job adds FORCE_NULL on every nullable column,
-   which turns empty strings into NULL.
+   which turns empty strings into NULL. Rows streamed from another PostgreSQL (`cai_common.streams`)
+   come in the format their COPY TO wrote.
 3. A COPY that PostgreSQL rejects for its data fails at once. dlt's CSV job runs `copy_expert` on the
    raw psycopg2 connection, so a `DataError` reached dlt's job runner untranslated and was retried as
    if transient (5 times, then the package was left pending). Bad data never gets better by retrying.
@@ -81,9 +82,13 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
                                                    f"columns {unknown} are not in table `{table_name}`")
             columns = ",".join(sql_client.escape_column_name(h, quote=True) for h in headers)
             delimiter = csv_format.delimiter.replace("'", "''")
-            copy_sql = (f"COPY {sql_client.make_qualified_table_name(table_name)} ({columns}) FROM STDIN WITH "
-                        f"(FORMAT CSV, DELIMITER '{delimiter}', NULL '', ENCODING '{csv_format.encoding}')")
             opener = streams.opener_for(self._file_path)  # rows streamed from their source, not in the file
+            if opener is not None and streams.copy_format_for(self._file_path) == "text":
+                options = "FORMAT text, ENCODING 'UTF8'"  # PostgreSQL's own: NULL is \N, escapes as COPY TO wrote them
+            else:
+                options = f"FORMAT CSV, DELIMITER '{delimiter}', NULL '', ENCODING '{csv_format.encoding}'"
+            table = sql_client.make_qualified_table_name(table_name)
+            copy_sql = f"COPY {table} ({columns}) FROM STDIN WITH ({options})"
             source: Any = contextlib.nullcontext(f) if opener is None else opener()
             try:
                 with source as rows, sql_client.begin_transaction(), sql_client.native_connection.cursor() as cursor:

@@ -12,7 +12,7 @@ from cai_common import streams
 from cai_common.pg_types import dlt_column
 from dlt_sources.sql_database.columns import ResultColumn
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
-from dlt_sources.sql_database.export import csv_stream, export_csv
+from dlt_sources.sql_database.export import EXACT_FORMAT, copy_stream, export_csv
 from dlt_sources.sql_database.reports import QueryReport
 
 
@@ -51,19 +51,19 @@ def query_table_rows(
 ) -> DltResource:
     """A dlt resource yielding the query's rows into ``table_name`` with the source's exact column types.
 
-    PostgreSQL writes the rows as CSV text under settings that read back exactly (`export.EXACT_TEXT`),
-    streamed (`export.csv_stream`) into the destination's COPY while they are produced: every type's
-    own text, so every value arrives equal, as `psql -c "\\copy (q) to stdout" | psql -c "\\copy t from
-    stdin"` does, with no intermediate file. dlt gets a placeholder load file (the header line) that
-    stands for the stream (`cai_common.streams`); the columns carry their exact types as
-    `x-postgres-type` hints, so load info, state and schema are dlt's as for any load.
+    PostgreSQL writes the rows in its own text format under settings that read back exactly
+    (`export.EXACT_TEXT`), streamed (`export.copy_stream`) into the destination's COPY while they are
+    produced: every type's own text, so every value arrives equal, as `psql -c "\\copy (q) to stdout" |
+    psql -c "\\copy t from stdin"` does, with no intermediate file. dlt gets a placeholder load file
+    (the header line) that stands for the stream (`cai_common.streams`); the columns carry their exact
+    types as `x-postgres-type` hints, so load info, state and schema are dlt's as for any load.
     """
 
     def rows() -> object:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / f"{uuid.uuid4().hex}.csv"
         path.write_text(",".join(f'"{c.name}"' for c in columns) + "\n", encoding="utf-8")
-        streams.register(path, lambda: csv_stream(config, report, connector_id))
+        streams.register(path, lambda: copy_stream(config, report, connector_id), EXACT_FORMAT)
         report.stream_files.append(str(path))
         hints = dlt.mark.make_hints(table_name=table_name,
                                     columns=[dlt_column(c.name, c.pg_type) for c in columns])  # type: ignore[misc]

@@ -159,3 +159,29 @@ def test_a_load_that_never_opened_the_stream_fails_instead_of_loading_nothing(
     with pytest.raises(ConnectorRunFailed) as caught:
         run_connector_pipeline(connector_id)
     assert "rows never reached the table" in caught.value.result["log_summary"]
+
+
+def test_what_postgresqls_text_format_must_escape_arrives_as_it_left(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], source_schema: str,
+    schema_name: str, config_store: str,
+) -> None:
+    """Rows travel between the two servers in COPY's text format: backslashes, tabs, newlines, a literal
+    `\\N`, COPY's end-of-data marker `\\.` on a line of its own, NUL-free control characters, empty strings
+    and NULLs (text, arrays, jsonb, bytea) land equal to the source's, compared in SQL."""
+    values = ["E'back\\\\slash'", "E'tab\\there'", "E'new\\nline\\r\\ncrlf'", "E'\\\\N'", "E'\\\\.'",
+              "E'first\\n\\\\.\\nlast'", "E'\\x01\\x1f bell\\x07'", "''", "NULL", "' '"]
+    with psycopg.connect(config_store) as conn:
+        conn.execute(f"CREATE TABLE {source_schema}.escapes (id int, t text, a text[], j jsonb, b bytea)")
+        for i, value in enumerate(values):
+            conn.execute(f"INSERT INTO {source_schema}.escapes VALUES ({i}, {value}, ARRAY[{value}, 'x'], "
+                         f"jsonb_build_object('v', {value}::text), convert_to({value}::text, 'UTF8'))")
+    query = f"SELECT * FROM {source_schema}.escapes"
+    connector_id = make_connector("postgres", {**reader, "query": query},
+                                  "postgres", {**warehouse, "schema": schema_name, "table_name": "escapes"})
+    result = run_connector_pipeline(connector_id)
+    assert result["rows_ingested"] == len(values)
+    differing = _rows(config_store, (
+        f"SELECT count(*) FROM {schema_name}.escapes d FULL JOIN ({query}) s ON s.id = d.id WHERE d.id IS NULL "
+        "OR s.id IS NULL OR " + " OR ".join(f"d.{c} IS DISTINCT FROM s.{c}" for c in "tajb")))
+    assert differing == [(0,)]
+    assert _rows(config_store, f"SELECT count(*) FROM {schema_name}.escapes WHERE t IS NULL") == [(1,)]
