@@ -4,7 +4,8 @@ A flow run that is killed outright (kill -9, the OOM killer, a machine lost) nev
 `finally`, so its record would say `started` for ever. While a run works, a daemon thread sets
 `heartbeat_at` (UTC) every `CAI_HEARTBEAT_SECONDS` (30). `sweep_stale_runs` closes every
 `started` run whose heartbeat is older than `CAI_HEARTBEAT_STALE_SECONDS` (120) as `failed`, with
-"worker stopped responding".
+"worker stopped responding". `close_orphaned_runs` needs no wait: a run that holds its connector's run
+lock knows every other `started` run of that connector is dead, however fresh its heartbeat looks.
 
 `record_unrecorded_flow_runs` covers what never got a record at all: a flow run of the deployment
 that Prefect ended CRASHED, FAILED or CANCELLED before its flow body created one (a process that
@@ -72,6 +73,24 @@ def sweep_stale_runs(url: str | None = None, older_than: float | None = None) ->
             f"WHERE status = 'started' AND COALESCE(heartbeat_at, started_at) < {UTC_NOW} - make_interval(secs => %s) "
             "RETURNING id, connector_id, prefect_flow_run_id, log_summary",
             (seconds,),
+        ).fetchall()
+
+
+def close_orphaned_runs(connector_id: int, url: str | None = None) -> list[dict[str, Any]]:
+    """Close the connector's `started` runs as `failed`; returns the runs closed.
+
+    Only for a caller that holds the connector's run lock (`concurrency.one_run_per_connector`): a run
+    takes it before creating its record and closes the record before letting it go, so while the lock
+    is held no other run of the connector is alive. A worker killed seconds ago still has a fresh
+    heartbeat, which `sweep_stale_runs` rightly leaves alone; the next run of its connector closes it.
+    """
+    with connect(url) as conn:
+        return conn.execute(
+            f"UPDATE cai_connector_runs SET status = 'failed', finished_at = {UTC_NOW}, "
+            "log_summary = concat_ws('; ', log_summary, 'worker stopped responding: the connector''s next run "
+            "found this one unfinished and its run lock free') "
+            "WHERE connector_id = %s AND status = 'started' RETURNING id, connector_id",
+            (connector_id,),
         ).fetchall()
 
 

@@ -57,6 +57,7 @@ def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> d
                            {"status": "failed", "rows_ingested": 0, "log_summary": mask_secrets(problem),
                             "metrics": {}}, steps)
         logger.info("connector %s: holds its run lock (%s)", connector_id, describe(connector_id))
+        _close_orphans(connector_id, logger)
         run_id = _record(connector_id, flow_run_id, steps, logger)
         outcome: dict[str, Any] | None = None
         try:
@@ -181,6 +182,18 @@ def _sweep(logger: Any, prefect: bool = False) -> None:
                            run["prefect_flow_run_id"], run["connector_id"], run["id"])
     except Exception as exc:
         logger.warning("could not record flow runs that ended unrecorded: %s", mask_secrets(str(exc)))
+
+
+def _close_orphans(connector_id: int, logger: Any) -> None:
+    """With the connector's run lock held, close its runs that are still `started`: their workers died."""
+    from flows.orchestration.heartbeat import close_orphaned_runs
+
+    try:
+        for run in close_orphaned_runs(connector_id):
+            logger.warning("run %s of connector %s: its worker stopped before closing it; closed as failed",
+                           run["id"], run["connector_id"])
+    except Exception as exc:
+        logger.warning("could not close earlier unfinished runs: %s", mask_secrets(str(exc)))
 
 
 def _record(connector_id: int, flow_run_id: str | None, steps: Steps, logger: Any) -> int | None:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from flows.orchestration.heartbeat import beat, heartbeat, sweep_stale_runs
-from flows.store.run_records import create_run_record, get_run
+from flows.store.run_records import create_run_record, get_run, update_run_record
 
 
 def test_the_sweep_closes_only_runs_whose_heartbeat_went_stale(
@@ -61,6 +61,29 @@ def test_every_flow_run_sweeps_runs_of_dead_workers_first(
     run_connector_pipeline(connector_id)
     swept = get_run(orphan)
     assert swept is not None and swept["status"] == "failed" and "worker stopped responding" in swept["log_summary"]
+
+
+def test_a_run_holding_its_connectors_lock_closes_that_connectors_unfinished_runs_at_once(
+    make_connector: Callable[..., int], tmp_path: Path,
+) -> None:
+    """A worker killed seconds before the next run of its connector still has a fresh heartbeat, so the
+    stale sweep leaves its record `started`. The next run holds the connector's run lock, which no live
+    run of it could hold too: it closes that record as failed. Other connectors' runs are left alone."""
+    from flows.orchestration.run import run_directly
+
+    (tmp_path / "in").mkdir()
+    connector_id = make_connector("filesystem", {"path": str(tmp_path / "in")}, "nfs", {"path": str(tmp_path / "out")})
+    other = make_connector("filesystem", {"path": str(tmp_path / "in")}, "nfs", {"path": str(tmp_path / "other")})
+    killed, elsewhere = create_run_record(connector_id, "fr-killed"), create_run_record(other, "fr-elsewhere")
+    beat(killed)
+    assert killed not in [r["id"] for r in sweep_stale_runs()]  # fresh: not stale yet
+    result = run_directly(connector_id)
+    assert result["status"] == "success" and result["run_id"] != killed
+    closed, untouched = get_run(killed), get_run(elsewhere)
+    assert closed is not None and closed["status"] == "failed" and closed["finished_at"] is not None
+    assert "worker stopped responding" in closed["log_summary"]
+    assert untouched is not None and untouched["status"] == "started"
+    update_run_record(elsewhere, "failed", 0, "closed by the test", {})
 
 
 def test_times_are_utc_whatever_each_sessions_time_zone(
