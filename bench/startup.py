@@ -177,6 +177,9 @@ def main() -> None:
                 proc.wait(30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)
+        with psycopg.connect(args.dsn, autocommit=True) as conn:  # the scratch databases go with the run
+            for name in ("cai_startup_store", "cai_startup_prefect"):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print("\nwall = the whole process (start-up and imports included); for a trigger, from starting `cai trigger`")
     print("to the record's finished_at. The work = the run record's started_at -> finished_at.")
 
