@@ -17,6 +17,7 @@ record, overlapping runs of one connector, and the peak RSS of the worker proces
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -118,6 +119,31 @@ def _peak_sampler(pids: list[int], stop: threading.Event, peak: list[float]) -> 
         peak[0] = max(peak[0], total)
 
 
+def wait_for_api(api: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the Prefect server answers `/health` (3 minutes at most); its log's tail if it never does."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if requests.get(f"{api}/health", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit(f"Prefect server did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop each process group started here: SIGINT, then SIGKILL after 30 s."""
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError):  # gone already (or while being stopped): the next one
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="connectors triggered at once (one run each)")
@@ -169,16 +195,7 @@ def main() -> None:
                               start_new_session=True)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{api}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"Prefect server did not start: {(work / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_for_api(api, server, work / "server.log")
         env["PREFECT_API_URL"] = api
         subprocess.run([CAI, "deploy"], env=env, check=True, capture_output=True)
         deployment = requests.get(f"{api}/deployments/name/run_connector_pipeline/connector-pipeline",
@@ -310,12 +327,7 @@ def main() -> None:
         print(f"| of which the rest: warm runs (forks the kernel reaps), the OS | "
               f"{(busy - own - sum(parts_used.values())) / max(len(final), 1):.2f} |")
     finally:
-        for proc in [*workers, server]:
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_all([*workers, server])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,10 +30,9 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drain import CAI, _database, _free_port  # noqa: E402
+from drain import CAI, _database, _free_port, stop_all, wait_for_api  # noqa: E402
 
 
 def _record(store: str, after: int) -> tuple[int, float, datetime] | None:
@@ -129,16 +127,7 @@ def main() -> None:
                               start_new_session=True)
     processes = [server]
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{api}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"Prefect server did not start: {(work / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_for_api(api, server, work / "server.log")
         env["PREFECT_API_URL"] = api
         _timed([CAI, "run", connector], env)  # the server's first flow, deployment-free: warms its caches
         served = _runs([CAI, "run", connector], env, store, args.repeats)
@@ -171,12 +160,7 @@ def main() -> None:
         _row("`cai trigger` -> record closed, idle worker (first)", closed[:1], works[:1])
         _row("`cai trigger` -> record closed, idle worker", closed[1:], works[1:])
     finally:
-        for proc in reversed(processes):
-            try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_all(list(reversed(processes)))
         with psycopg.connect(args.dsn, autocommit=True) as conn:  # the scratch databases go with the run
             for name in ("cai_startup_store", "cai_startup_prefect"):
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
