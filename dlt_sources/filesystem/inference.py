@@ -12,6 +12,9 @@ PostgreSQL type that takes each of its values back exactly:
 - anything else, a quoted empty string among numbers, or a column that is empty throughout -> text.
 A column widens along its chain as later batches need (bigint -> numeric -> text, date -> timestamp
 -> timestamptz -> text); any other mix is text.
+
+The patterns are the rule. Plain values (ASCII digits, ISO dates and times Arrow's own parser reads)
+take cheaper shortcuts that say yes only where the pattern would; anything else goes to the pattern.
 """
 
 from __future__ import annotations
@@ -52,9 +55,75 @@ _USUAL_BOOLEANS = pa.array(["t", "f", "true", "false", "T", "F", "TRUE", "FALSE"
 _SURELY_BIGINT = 18
 
 
-def _fits(values: pa.Array, pg_type: str) -> bool:
-    if pg_type == "boolean" and pc.all(pc.is_in(values, value_set=_USUAL_BOOLEANS)).as_py():
+def _plain_number(values: pa.Array, pg_type: str) -> bool:
+    """Whether every value is plainly a ``pg_type``: ASCII digits (a numeric may have one `.`), no
+    leading zero, a bigint short enough to fit.
+
+    The common case, decided by a few cheap kernels instead of a pattern (measured on psql's export of
+    2M rows: an integer column 0.018 s against 0.098 s). True only where the pattern holds too;
+    anything else (a sign, an exponent, `NaN`, a leading zero, a long integer) is left to the pattern,
+    which decides every case.
+    """
+    if pg_type == "bigint":
+        if pc.max(pc.binary_length(values)).as_py() > _SURELY_BIGINT:
+            return False
+        digits = values
+    elif pg_type == "numeric":
+        digits = pc.replace_substring(values, ".", "", max_replacements=1)
+    else:
+        return False
+    if not pc.all(pc.ascii_is_decimal(digits)).as_py():
+        return False
+    zero_led = pc.starts_with(values, "0")
+    if not pc.any(zero_led).as_py():
         return True
+    # `0` and `0.5` are numbers; `08123` (a digit after the zero) is an identifier
+    after_zero = pc.utf8_slice_codeunits(pc.filter(values, zero_led), 1, 2)
+    return not pc.any(pc.ascii_is_decimal(after_zero)).as_py()
+
+
+# Arrow's ISO 8601 parser takes a subset of what the patterns take (4-digit years, fixed-width fields,
+# `Z`/`+hh`/`+hh:mm`/`+hhmm` offsets, a tz-aware type only with an offset and a naive one only
+# without), save a time of hours alone (`2024-01-01 10`), which a `:` after the hour rules out.
+_ISO_CASTS = {"date": pa.date32(), "timestamp without time zone": pa.timestamp("us"),
+              "timestamp with time zone": pa.timestamp("us", "UTC")}
+_MINUTES_AT = 13
+"""Where the `:` between hours and minutes sits in `YYYY-MM-DD hh:mm`."""
+
+
+def _plain_iso(values: pa.Array, pg_type: str) -> bool:
+    """Whether every value is a plain ISO 8601 ``pg_type`` that Arrow's own parser reads.
+
+    A cast in C instead of a pattern (2M psql timestamps: 0.06 s against 0.25 s). True only where
+    the pattern holds too; anything else (`BC`, `infinity`, ` UTC`, a 5-digit year, a bare date in a
+    timestamp column) is left to the pattern.
+    """
+    arrow_type = _ISO_CASTS.get(pg_type)
+    if arrow_type is None:
+        return False
+    if pg_type != "date" and not pc.all(pc.equal(pc.utf8_slice_codeunits(values, _MINUTES_AT, _MINUTES_AT + 1),
+                                                 ":")).as_py():
+        return False
+    try:
+        pc.cast(values, arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _fits(values: pa.Array, pg_type: str) -> bool:
+    return _surely_fits(values, pg_type) or _matches(values, pg_type)
+
+
+def _surely_fits(values: pa.Array, pg_type: str) -> bool:
+    """The shortcuts: each is True only where `_matches` is True too, and costs a fraction of it."""
+    if pg_type == "boolean":
+        return bool(pc.all(pc.is_in(values, value_set=_USUAL_BOOLEANS)).as_py())
+    return _plain_number(values, pg_type) or _plain_iso(values, pg_type)
+
+
+def _matches(values: pa.Array, pg_type: str) -> bool:
+    """The rule: every value matches the pattern (a bigint also converts, a numeric has no leading zero)."""
     if not pc.all(pc.match_substring_regex(values, PATTERNS[pg_type])).as_py():
         return False
     if pg_type == "bigint" and pc.max(pc.binary_length(values)).as_py() > _SURELY_BIGINT:
@@ -75,7 +144,7 @@ def widen(current: str | None, values: pa.Array) -> str:
     """
     if current == TEXT:
         return TEXT
-    present = values.drop_null()
+    present = values.drop_null() if values.null_count else values  # dropping copies every value
     if len(present) == 0:
         return current or TEXT
     for candidate in _WIDER[current] if current else _ORDER:
