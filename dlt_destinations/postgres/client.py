@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import copy
 import threading
 from typing import Any
 
@@ -158,6 +159,20 @@ class postgres(dlt_postgres):  # noqa: N801 - dlt names destination factories in
         caps = super()._raw_capabilities()
         caps.type_mapper = ExactTypeMapper
         return caps
+
+    def capabilities(self, config: Any = None, naming: Any = None) -> DestinationCapabilitiesContext:
+        """dlt's capabilities, computed once per naming convention when no final config is given.
+
+        Without one, dlt resolves a partial configuration from every config provider on each call
+        (8 ms), and one load asks about 20 times (0.15-0.2 s of a run). Each caller gets its own
+        copy: dlt's pipeline sets fields on the one it gets.
+        """
+        if config is not None:
+            return super().capabilities(config, naming)
+        cache: dict[int, tuple[Any, DestinationCapabilitiesContext]] = self.__dict__.setdefault("_cai_caps", {})
+        if id(naming) not in cache:  # the naming is kept in the entry, so its id is never reused
+            cache[id(naming)] = (naming, super().capabilities(None, naming))
+        return copy.copy(cache[id(naming)][1])
 
     @property
     def client_class(self) -> type[PostgresClient]:
