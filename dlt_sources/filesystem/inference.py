@@ -67,11 +67,11 @@ def _plain_number(values: pa.Array, pg_type: str) -> bool:
     if pg_type == "bigint":
         if pc.max(pc.binary_length(values)).as_py() > _SURELY_BIGINT:
             return False
-        digits = values
-    elif pg_type == "numeric":
-        digits = pc.replace_substring(values, ".", "", max_replacements=1)
-    else:
+    elif pg_type != "numeric":
         return False
+    if pc.any(pc.starts_with(values, "-")).as_py():  # stripping signs costs what the pattern does
+        return False
+    digits = pc.replace_substring(values, ".", "", max_replacements=1) if pg_type == "numeric" else values
     if not pc.all(pc.ascii_is_decimal(digits)).as_py():
         return False
     zero_led = pc.starts_with(values, "0")
@@ -132,7 +132,15 @@ def _matches(values: pa.Array, pg_type: str) -> bool:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # beyond bigint: numeric takes it
             return False
     # a leading zero means an identifier: text keeps it
-    return not (pg_type == "numeric" and pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py())
+    return not (pg_type == "numeric" and _any_leading_zero(values))
+
+
+def _any_leading_zero(values: pa.Array) -> bool:
+    """Whether a value matches `_LEADING_ZERO`; the pattern runs only on values starting `0`, `-0` or `+0`."""
+    near = pc.or_(pc.starts_with(values, "0"), pc.or_(pc.starts_with(values, "-0"), pc.starts_with(values, "+0")))
+    if not pc.any(near).as_py():
+        return False
+    return bool(pc.any(pc.match_substring_regex(pc.filter(values, near), _LEADING_ZERO)).as_py())
 
 
 def widen(current: str | None, values: pa.Array) -> str:

@@ -37,7 +37,8 @@ def test_booleans(values: list[str | None], expected: str) -> None:
     assert widen(None, pa.array(values, pa.string())) == expected
 
 
-_SEEDS = ["0", "7", "42", "123456789012345678", "8.419", "0.5", ".5", "5.", "t", "false",
+_SEEDS = ["0", "7", "42", "-42", "123456789012345678", "-12345678901234567", "8.419", "-8.419", "0.5", "-0.5",
+          ".5", "-.5", "5.", "t", "false",
           "2024-01-01", "2024-01-01 00:00:13.000123+00", "2024-01-01T10:00:00Z", "2024-01-01 10:00",
           "2024-01-01 10:00:00+05:30", "1999-12-31 23:59:59.5-0800", "2024-01-01 10:00:00"]
 # What real files put where a digit, a separator or a sign is expected: other digits (Arabic-Indic,
@@ -88,6 +89,8 @@ def test_plain_values_as_psql_writes_them_take_a_shortcut(values: list[str], pg_
 
 @pytest.mark.parametrize(("values", "expected"), [
     (["012", "5"], "text"), (["0.5", "00.5"], "text"), (["5", "+5"], "bigint"), (["1.5", "1e5"], "numeric"),
+    (["-7", "-0", "7"], "bigint"), (["-3.25", "-0.5", "-.5", "+0.5"], "numeric"), (["-5", "-012"], "text"),
+    (["-5", "--5"], "text"), (["-5", "-"], "text"), (["-1.5", "-00.5"], "text"),
     (["2024-01-01 10:00:00+00", "2024-01-01 10:00:00 UTC"], "timestamp with time zone"),
     (["2024-01-01 10:00:00", "2024-01-01"], "timestamp without time zone"),
     (["2024-01-01 10", "2024-01-01 10:00"], "text"),
