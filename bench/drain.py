@@ -65,6 +65,22 @@ def _database(admin: str, name: str) -> str:
     return urlunsplit(urlsplit(admin)._replace(path="/" + name))
 
 
+def scratch_store(admin: str, name: str, work: Path, rows: int, sample: Path) -> tuple[str, dict[str, str]]:
+    """A fresh config store database (migrated) and the environment of `cai` commands using it, with
+    psql's own CSV export of ``rows`` clinical rows written to ``sample``."""
+    store = _database(admin, name)
+    env = {**os.environ, "DATABASE_URL": store, "CAI_HOME": str(work / "home"), "PREFECT_HOME": str(work / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    subprocess.run([CAI, "init-db"], env=env, check=True, capture_output=True)
+    with psycopg.connect(store, autocommit=True) as conn:
+        conn.execute("CREATE TABLE sample_source AS SELECT g AS id, lpad(g::text, 8, '0') AS mrn, "
+                     "now() - g * interval '1 second' AS taken, (g * 1.25)::numeric(10,2) AS dose "
+                     f"FROM generate_series(1, {rows}) g")
+    subprocess.run(["psql", store, "-qc", f"\\copy sample_source to '{sample}' csv header"], check=True)
+    return store, env
+
+
 def _busy_cpu_seconds() -> float:
     """CPU-seconds the whole machine spent busy so far (all cores, idle and iowait excluded)."""
     times = psutil.cpu_times()
@@ -158,21 +174,11 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cai-drain-"))
-    store = _database(args.dsn, "cai_drain_store")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "DATABASE_URL": store, "CAI_HOME": str(work / "home"), "PREFECT_HOME": str(work / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    env.pop("PREFECT_API_URL", None)
-    subprocess.run([CAI, "init-db"], env=env, check=True, capture_output=True)
-
     # N connectors, each a folder holding psql's own CSV of `rows` rows, loading into the store's database.
-    with psycopg.connect(store, autocommit=True) as conn:
-        conn.execute("CREATE TABLE drain_source AS SELECT g AS id, lpad(g::text, 8, '0') AS mrn, "
-                     "now() - g * interval '1 second' AS taken, (g * 1.25)::numeric(10,2) AS dose "
-                     f"FROM generate_series(1, {args.rows}) g")
     sample = work / "sample.csv"
-    subprocess.run(["psql", store, "-qc", f"\\copy drain_source to '{sample}' csv header"], check=True)
+    store, env = scratch_store(args.dsn, "cai_drain_store", work, args.rows, sample)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.update(DATABASE_URL=store)
     from flows.store import catalog

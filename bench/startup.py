@@ -32,7 +32,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drain import CAI, _database, _free_port, stop_all, wait_for_api  # noqa: E402
+from drain import CAI, _database, _free_port, scratch_store, stop_all, wait_for_api  # noqa: E402
 
 
 def _record(store: str, after: int) -> tuple[int, float, datetime] | None:
@@ -91,18 +91,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cai-startup-"))
-    store = _database(args.dsn, "cai_startup_store")
-    env = {**os.environ, "DATABASE_URL": store, "CAI_HOME": str(work / "home"), "PREFECT_HOME": str(work / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    env.pop("PREFECT_API_URL", None)
-    subprocess.run([CAI, "init-db"], env=env, check=True, capture_output=True)
-    with psycopg.connect(store, autocommit=True) as conn:
-        conn.execute("CREATE TABLE startup_source AS SELECT g AS id, lpad(g::text, 8, '0') AS mrn, "
-                     "now() - g * interval '1 second' AS taken, (g * 1.25)::numeric(10,2) AS dose "
-                     f"FROM generate_series(1, {args.rows}) g")
     folder = work / "in"
     folder.mkdir()
-    subprocess.run(["psql", store, "-qc", f"\\copy startup_source to '{folder / 'labs.csv'}' csv header"], check=True)
+    store, env = scratch_store(args.dsn, "cai_startup_store", work, args.rows, folder / "labs.csv")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.update(DATABASE_URL=store)
     from flows.store import catalog
