@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import time
@@ -31,17 +32,40 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
     peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
+        with contextlib.suppress(psutil.Error):  # the process ended between poll() and the sample
+            peak = max(peak, tree_rss(ps))
         time.sleep(SAMPLE_S)
     out = proc.stdout.read() if proc.stdout else ""
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
     return Measured(seconds, peak / 1e6, out)
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """RSS of a process and its descendants, each memory image counted once.
+
+    A child caught between fork and exec is not a memory image of its own: after Python's vfork it
+    *is* its parent's (one address space), after a fork a copy-on-write view of it. Counting it would
+    count the parent twice: a process that imports dlt runs `file -b python3` once (croniter asks
+    `platform.architecture()`), and a sample landing in that window read 114 MB for a 57 MB process.
+    Such a child has its parent's executable and the same virtual size; a child that has exec'd has
+    neither (a Python child re-executing Python has a new, smaller image until it imports).
+    """
+    own = root.memory_info()
+    total = own.rss
+    infos = {root.pid: own}
+    for child in root.children(recursive=True):
+        try:
+            info = child.memory_info()
+            parent = infos.get(child.ppid())
+            infos[child.pid] = info
+            if parent is not None and info.vms == parent.vms and child.exe() == psutil.Process(child.ppid()).exe():
+                continue  # between fork and exec: its parent's pages
+            total += info.rss
+        except psutil.Error:
+            continue
+    return total
 
 
 def bench_arguments(description: str, work: str) -> argparse.ArgumentParser:
