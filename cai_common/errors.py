@@ -138,7 +138,9 @@ class ConnectorRunFailed(ConnectorError):
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors worth retrying (connection resets, timeouts); config and data errors are terminal."""
-    import psycopg
+    import sys
+
+    import psycopg2
     from dlt.common.exceptions import TerminalException, TransientException
 
     from cai_common.tls import tls_failure_in
@@ -147,7 +149,11 @@ def is_transient(exc: BaseException) -> bool:
         return exc.transient
     if isinstance(exc, TerminalException) or tls_failure_in(exc):  # a certificate that fails fails again
         return False
-    return isinstance(exc, TransientException | psycopg.OperationalError | ConnectionError | TimeoutError)
+    # psycopg 3 (the query paths) is only checked where it was loaded: importing it costs 9-10 MB.
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        return True
+    return isinstance(exc, TransientException | psycopg2.OperationalError | ConnectionError | TimeoutError)
 
 
 def explain(exc: BaseException) -> str:

@@ -115,10 +115,10 @@ def plaintext_secrets(raw: dict[str, Any], secret_fields: list[str]) -> list[str
 
 
 def _has_password(url: str) -> bool:
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg2.extensions import parse_dsn
 
     try:
-        return bool(conninfo_to_dict(url).get("password"))
+        return bool(parse_dsn(url).get("password"))
     except Exception:
         return True  # unreadable: assume the worst
 

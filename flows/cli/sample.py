@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
+from psycopg2 import sql
 
 from flows.store import catalog
 from flows.store.config_store import connect, database_url

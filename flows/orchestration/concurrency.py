@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import psycopg
+import psycopg2
+import psycopg2.errors
 
 from cai_common.settings import settings
 
@@ -46,25 +47,30 @@ def one_run_per_connector(connector_id: int, timeout: float | None = None, url: 
     from flows.store.config_store import database_url
 
     timeout = wait_seconds() if timeout is None else timeout
-    conn = psycopg.connect(url or database_url(), autocommit=True, connect_timeout=10,
-                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    # psycopg2, the driver the run's data path loads anyway (dlt's PostgreSQL destination).
+    conn = psycopg2.connect(url or database_url(), connect_timeout=10,
+                            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
     try:
+        conn.autocommit = True
+        cursor = conn.cursor()
         settings = dict(_SESSION_SETTINGS)
-        if conn.info.server_version >= 140000:  # a DBA's idle_session_timeout must not drop the lock
+        if conn.server_version >= 140000:  # a DBA's idle_session_timeout must not drop the lock
             settings["idle_session_timeout"] = "0"
-        conn.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(settings)),
-                     [item for pair in settings.items() for item in pair])
+        cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(settings)),
+                       [item for pair in settings.items() for item in pair])
         if timeout <= 0:
-            taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id)).fetchone()
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id))
+            taken = cursor.fetchone()
             if not (taken and taken[0]):
                 raise TimeoutError(f"connector {connector_id}: another run holds it")
         else:
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{min(int(timeout * 1000), 2**31 - 1)}ms",))
+            cursor.execute("SELECT set_config('lock_timeout', %s, false)",
+                           (f"{min(int(timeout * 1000), 2**31 - 1)}ms",))
             try:
-                conn.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id))
-            except psycopg.errors.LockNotAvailable as exc:
+                cursor.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_NAMESPACE, connector_id))
+            except psycopg2.errors.LockNotAvailable as exc:
                 raise TimeoutError(f"connector {connector_id}: another run held it for over {timeout:.0f} s") from exc
-            conn.execute("SELECT set_config('lock_timeout', '0', false)")
+            cursor.execute("SELECT set_config('lock_timeout', '0', false)")
         yield
     finally:
         conn.close()  # the session ends, and the lock with it

@@ -56,9 +56,9 @@ def connector_checks(url: str | None = None) -> list[Check]:
     try:
         rows = list_connectors(url)
     except Exception as exc:
-        import psycopg
+        import psycopg2.errors
 
-        hint = ": run `cai init-db`" if isinstance(exc, psycopg.errors.UndefinedTable) else ""
+        hint = ": run `cai init-db`" if isinstance(exc, psycopg2.errors.UndefinedTable) else ""
         return [Check("connectors", "cai_connectors", False, mask_secrets(f"{type(exc).__name__}: {exc}")[:200] + hint)]
     for row in rows:
         label = f"connector {row['id']} ({row['name']})"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg2 import sql
+from psycopg2.extras import Json
 
 from flows.store.config_store import connect
 
@@ -29,7 +29,7 @@ def _define(side: str, name: str, code: str, config: dict[str, Any], url: str | 
     with connect(url) as conn:
         row = conn.execute(
             sql.SQL("INSERT INTO {} (name, {}, config) VALUES (%s, %s, %s) RETURNING id").format(table, column),
-            (name, type_id, Jsonb(config)),
+            (name, type_id, Json(config)),
         ).fetchone()
     assert row is not None
     return int(row["id"])
@@ -62,8 +62,8 @@ def create_connector(
                 name,
                 source_id,
                 destination_id,
-                Jsonb(source_override) if source_override is not None else None,
-                Jsonb(destination_override) if destination_override is not None else None,
+                Json(source_override) if source_override is not None else None,
+                Json(destination_override) if destination_override is not None else None,
             ),
         ).fetchone()
     assert row is not None

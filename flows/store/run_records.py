@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from psycopg.types.json import Jsonb
+from psycopg2.extras import Json
 
 from flows.store.config_store import UTC_NOW, connect
 
@@ -42,7 +42,7 @@ def update_run_record(
             f"UPDATE cai_connector_runs SET status = %s, finished_at = {UTC_NOW}, "
             "rows_ingested = COALESCE(%s, rows_ingested), log_summary = COALESCE(%s, log_summary), "
             "metrics = COALESCE(%s, metrics) WHERE id = %s",
-            (status, rows_ingested, log_summary, Jsonb(metrics) if metrics is not None else None, run_id),
+            (status, rows_ingested, log_summary, Json(metrics) if metrics is not None else None, run_id),
         )
 
 

@@ -156,6 +156,36 @@ def test_cai_run_without_a_prefect_api_runs_directly_and_keeps_tracebacks_off_th
     assert max(len(line) for line in runs.stdout.splitlines()) <= 80, runs.stdout
 
 
+def test_a_csv_connector_run_loads_one_postgres_driver(
+    config_store: str, make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path,
+    schema_name: str, tmp_path: Path,
+) -> None:
+    """The config store (lock, record, config, heartbeat) goes through psycopg2, which dlt's PostgreSQL
+    destination loads anyway: psycopg 3 beside it added 9-10 MB to a CSV connector's peak, whose goal is
+    150 MB (bench/load_csv.py). Checked in the run's own process, after a real run, once it has ended."""
+    awkward_csv(incoming / "visits.csv")
+    connector = make_connector("filesystem", {"path": str(incoming), "file_pattern": "visits.csv"},
+                               "postgres", {**warehouse, "schema": schema_name}, name="one driver")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(DATABASE_URL=config_store, CAI_HOME=str(tmp_path / "home"), COLUMNS="250",
+               PREFECT_HOME=str(tmp_path / "prefect"))
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('psycopg 3 loaded:', 'psycopg' in sys.modules))\n"
+             f"sys.argv = ['cai', 'run', '{connector}']\n"
+             "from flows.cli import main\n"
+             "main()\n")
+    done = subprocess.run([str(Path(CAI).with_name("python")), "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0 and "success run" in done.stdout, done.stdout + done.stderr
+    assert "psycopg 3 loaded: False" in done.stdout, done.stdout + done.stderr
+    with psycopg.connect(config_store) as conn:
+        count = conn.execute(f'SELECT count(*) FROM "{schema_name}".visits').fetchone()
+        record = conn.execute("SELECT status, rows_ingested, metrics->>'row_counts' FROM cai_connector_runs "
+                              "WHERE connector_id = %s", (connector,)).fetchone()
+    assert count == (len(AWKWARD_ROWS),)
+    assert record is not None and record[:2] == ("success", len(AWKWARD_ROWS)) and "visits" in record[2]
+
+
 @pytest.mark.parametrize("where", ["nowhere", "profile", "prefect.toml"])
 def test_the_prefect_api_is_found_where_prefect_itself_would_find_it(tmp_path: Path, where: str) -> None:
     """A direct run happens only where no Prefect API is configured by any of Prefect's sources."""
