@@ -134,7 +134,7 @@ def record_unrecorded_flow_runs(url: str | None = None, days: float = 7, limit: 
     if not candidates:
         return []
     inserted: list[dict[str, Any]] = []
-    with connect(url) as conn, conn.transaction():
+    with connect(url) as conn:  # one transaction: committed (and the lock released) when the block ends
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", SWEEP_LOCK)
         recorded = {row["prefect_flow_run_id"] for row in conn.execute(
             "SELECT prefect_flow_run_id FROM cai_connector_runs WHERE prefect_flow_run_id = ANY(%s)",

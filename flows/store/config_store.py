@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from types import TracebackType
 from typing import Any
@@ -44,16 +42,6 @@ class StoreConnection:
         cursor = self.raw.cursor(cursor_factory=RealDictCursor)
         cursor.execute(query, params)
         return cursor
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Commit what the block did, or roll it back if it raised."""
-        try:
-            yield
-        except BaseException:
-            self.raw.rollback()
-            raise
-        self.raw.commit()
 
     def __enter__(self) -> StoreConnection:
         return self
