@@ -4,10 +4,10 @@ Bytes move in pieces of a few MB (memory stays flat whatever the size); reading,
 on their own threads at once. The copy is verified before it gets its final name: size always, and
 with `verify="hash"` against the source's SHA-256: a local copy is read back while it is written and
 compared byte for byte, a remote one is hashed by its server where it can, else read back after the
-write. Filesystems with rename get a hidden temp name
-(`.<name>.<32 hex>.tmp`) and a rename; local folders fsync first, and may hard-link a file the
-caller owns. Object stores (`FileTarget.object_store`) get a multipart upload that is aborted on
-failure and visible only once complete. A kind may offer a server-side copy (`copy_within`).
+write. Filesystems with rename get a hidden temp name (`.<name>.<32 hex>.tmp`) and a rename; a
+local copy is sent to the disk while it is written (`_Flusher`) and fsynced before the rename, and
+may hard-link a file the caller owns. Object stores (`FileTarget.object_store`) get a multipart
+upload that is aborted on failure and visible only once complete. A kind may offer a server-side copy (`copy_within`).
 
 What a kind contributes is declared on its `FileTarget`; this module names no kind.
 """
@@ -217,6 +217,7 @@ def write_file(
     # A local copy is read back a chunk behind the writer and compared with what was written (from
     # the page cache, as a read-back after closing would be); other destinations are hashed after.
     read_back = _ReadBack(temp) if verify == "hash" and local else None
+    flusher = _Flusher(temp) if local else None
     size = 0
     try:
         with open_read(src_fs, src_path) as source:
@@ -224,8 +225,10 @@ def write_file(
                 sent.feed(chunk)
                 out.write(chunk)
                 size += len(chunk)
-                if read_back is not None:
+                if flusher is not None:  # local: the OS has the bytes before they are read back or synced
                     out.flush()
+                    flusher.written(size)
+                if read_back is not None:
                     read_back.feed(chunk)
                 progress.advance(len(chunk))
         out.close()
@@ -240,13 +243,15 @@ def write_file(
             how = "hash (server)" if remote else "hash"
             if (remote or _sha256_of(dst_fs, temp)) != sent.hexdigest():
                 raise VerificationError(f"`{final_path}`: content hash differs from the source's")
+        if flusher is not None:
+            flusher.finish()  # the bytes written so far are on disk (or the NFS server)
         if local:
-            with open(temp, "rb") as f:  # the bytes reach the disk (or NFS server) before the name
+            with open(temp, "rb") as f:  # the rest reach the disk before the name
                 os.fsync(f.fileno())
         if temp != final_path:
             dst_fs.mv(temp, final_path)
     except BaseException:
-        for worker in (sent, read_back):
+        for worker in (sent, read_back, flusher):
             if worker is not None:
                 worker.stop()
         if not out.closed:
@@ -402,6 +407,68 @@ class _ReadBack(_Behind):
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+
+
+FLUSH_STEP = 32 * 1024 * 1024
+"""A local copy's written bytes are sent to the disk every this many bytes, while the copy goes on."""
+
+
+class _Flusher:
+    """Sends a local copy's bytes to the disk while it is being written, so the fsync that must come
+    before the final name waits for the last few MB instead of the whole file.
+
+    `fdatasync` runs on a thread of its own (it releases the GIL), started each time `FLUSH_STEP`
+    more bytes were written; the writer never waits for it. An fsync error is kept and raised by
+    `finish`: the copy then fails like any other write error.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path, self._fd = path, -1
+        self._wanted = self._synced = 0
+        self._wake = threading.Condition()
+        self._done = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cai-flush", daemon=True)
+        self._thread.start()
+
+    def written(self, size: int) -> None:
+        """``size`` bytes are written so far; sync them once a step more than the last sync."""
+        if size - self._wanted >= FLUSH_STEP:
+            with self._wake:
+                self._wanted = size
+                self._wake.notify()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    while not self._done and self._wanted == self._synced:
+                        self._wake.wait()
+                    if self._done:
+                        return
+                    wanted = self._wanted
+                if self._fd < 0:
+                    self._fd = os.open(self._path, os.O_RDONLY)
+                os.fdatasync(self._fd)
+                self._synced = wanted
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+
+    def finish(self) -> None:
+        """Stop syncing (the caller's fsync does the rest); raise what failed."""
+        with self._wake:
+            self._done = True
+            self._wake.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        with contextlib.suppress(BaseException):
+            self.finish()
 
 
 def _finish_link(fs: AbstractFileSystem, temp: str, final_path: str, expected: int) -> Transferred:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import fsspec
 import fsspec.implementations.local
 import pytest
 
-from dlt_destinations import DESTINATIONS
+from dlt_destinations import DESTINATIONS, writer
 from dlt_destinations.writer import FileTarget, UnsafePathError, VerificationError, safe_join, write_file
 
 MB = 1024 * 1024
@@ -142,6 +143,51 @@ def test_a_local_copy_whose_stored_bytes_differ_fails_and_leaves_nothing(tmp_pat
     # verify="size" trusts the disk: the same copy lands
     assert write_file(fsspec.filesystem("file"), str(source), target, str(tmp_path / "out" / "in.bin"),
                       verify="size").verified == "size"
+
+
+class _SlowLocal(fsspec.implementations.local.LocalFileSystem):
+    """A local disk whose reads take 20 ms per piece (a source slower than the disk, as a network is)."""
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        opened = super()._open(path, mode, **kwargs)
+        if "r" in mode:
+            read = opened.read
+            opened.read = lambda size=-1: (time.sleep(0.02), read(size))[1]
+        return opened
+
+
+def test_a_local_copy_reaches_the_disk_while_it_is_written_and_fails_whole_if_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(8 * MB))
+    out = tmp_path / "out"
+    target = FileTarget("nfs", fsspec.filesystem("file"), str(out))
+    final = out / "in.bin"
+    synced: list[tuple[list[str], int]] = []  # (names in the folder, bytes on disk) at each fdatasync
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        synced.append((os.listdir(out), os.fstat(fd).st_size))
+
+    monkeypatch.setattr(writer, "FLUSH_STEP", 2 * MB)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    done = write_file(_SlowLocal(skip_instance_cache=True), str(source), target, str(final))
+    assert (done.bytes, final.read_bytes()) == (8 * MB, source.read_bytes())
+    # synced in steps while the copy was still under its temp name, not only by the fsync at the end
+    assert all(names != ["in.bin"] for names, _ in synced)
+    assert len([size for _, size in synced if size < 8 * MB]) >= 2
+
+    final.unlink()
+
+    def failing(fd: int) -> None:  # the disk (or the NFS server) reports a write error
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_file(_SlowLocal(skip_instance_cache=True), str(source), target, str(final))
+    assert os.listdir(out) == [] and source.stat().st_size == 8 * MB  # no final name, no temp, source kept
 
 
 def test_sftp_sessions_encrypt_with_aes_gcm_where_the_cpu_has_aes_instructions(
