@@ -5,9 +5,10 @@ on their own threads at once. The copy is verified before it gets its final name
 with `verify="hash"` against the source's SHA-256: a local copy is read back while it is written and
 compared byte for byte, a remote one is hashed by its server where it can, else read back after the
 write. Filesystems with rename get a hidden temp name (`.<name>.<32 hex>.tmp`) and a rename; a
-local copy is sent to the disk while it is written (`_Flusher`) and fsynced before the rename, and
-may hard-link a file the caller owns. Object stores (`FileTarget.object_store`) get a multipart
-upload that is aborted on failure and visible only once complete. A kind may offer a server-side copy (`copy_within`).
+local copy is sent to the disk while it is written (`cai_common.disk.Flusher`) and fsynced before
+the rename, and may hard-link a file the caller owns. Object stores (`FileTarget.object_store`) get
+a multipart upload that is aborted on failure and visible only once complete. A kind may offer a
+server-side copy (`copy_within`).
 
 What a kind contributes is declared on its `FileTarget`; this module names no kind.
 """
@@ -29,6 +30,7 @@ from typing import Any, Literal
 from fsspec import AbstractFileSystem
 
 from cai_common import CaiError, progress
+from cai_common.disk import Flusher
 
 # Pieces of 1 MB unless the target asks for more (`FileTarget.chunk_size`). Measured moving 1 GiB from
 # S3 (moto) to a folder with the hash and the read-back on their own threads: peak RSS 180 MB with 4 MB
@@ -217,7 +219,7 @@ def write_file(
     # A local copy is read back a chunk behind the writer and compared with what was written (from
     # the page cache, as a read-back after closing would be); other destinations are hashed after.
     read_back = _ReadBack(temp) if verify == "hash" and local else None
-    flusher = _Flusher(temp) if local else None
+    flusher = Flusher(temp) if local else None
     size = 0
     try:
         with open_read(src_fs, src_path) as source:
@@ -407,68 +409,6 @@ class _ReadBack(_Behind):
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
-
-
-FLUSH_STEP = 32 * 1024 * 1024
-"""A local copy's written bytes are sent to the disk every this many bytes, while the copy goes on."""
-
-
-class _Flusher:
-    """Sends a local copy's bytes to the disk while it is being written, so the fsync that must come
-    before the final name waits for the last few MB instead of the whole file.
-
-    `fdatasync` runs on a thread of its own (it releases the GIL), started each time `FLUSH_STEP`
-    more bytes were written; the writer never waits for it. An fsync error is kept and raised by
-    `finish`: the copy then fails like any other write error.
-    """
-
-    def __init__(self, path: str) -> None:
-        self._path, self._fd = path, -1
-        self._wanted = self._synced = 0
-        self._wake = threading.Condition()
-        self._done = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="cai-flush", daemon=True)
-        self._thread.start()
-
-    def written(self, size: int) -> None:
-        """``size`` bytes are written so far; sync them once a step more than the last sync."""
-        if size - self._wanted >= FLUSH_STEP:
-            with self._wake:
-                self._wanted = size
-                self._wake.notify()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._wake:
-                    while not self._done and self._wanted == self._synced:
-                        self._wake.wait()
-                    if self._done:
-                        return
-                    wanted = self._wanted
-                if self._fd < 0:
-                    self._fd = os.open(self._path, os.O_RDONLY)
-                os.fdatasync(self._fd)
-                self._synced = wanted
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            if self._fd >= 0:
-                os.close(self._fd)
-
-    def finish(self) -> None:
-        """Stop syncing (the caller's fsync does the rest); raise what failed."""
-        with self._wake:
-            self._done = True
-            self._wake.notify()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def stop(self) -> None:
-        with contextlib.suppress(BaseException):
-            self.finish()
 
 
 def _finish_link(fs: AbstractFileSystem, temp: str, final_path: str, expected: int) -> Transferred:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from cai_common import ConnectorConfigError
+from cai_common.disk import Flusher
 from cai_common.errors import disk_full_named
 from dlt_destinations.writer import UnsafePathError, safe_join
 from dlt_sources.sql_database.configuration import SqlDatabaseSourceConfig
@@ -69,14 +70,22 @@ def export_csv(
     """
     digest = hashlib.sha256()
     size = 0
+    flusher = None
     try:
         with (disk_full_named(path), copy_stream(config, report, connector_id, exact=False) as rows,
               open(path, "wb", buffering=0) as out):
+            # On a folder destination this file becomes the delivered one (a hard link), fsynced
+            # before it gets its name: it goes to the disk while PostgreSQL writes it.
+            flusher = Flusher(path)
             while chunk := rows.read(COPY_BUFFER):
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                flusher.written(size)
+            flusher.finish()
     except BaseException:
+        if flusher is not None:
+            flusher.stop()
         path.unlink(missing_ok=True)
         raise
     return size, digest.hexdigest()

@@ -12,7 +12,8 @@ import fsspec
 import fsspec.implementations.local
 import pytest
 
-from dlt_destinations import DESTINATIONS, writer
+from cai_common import disk
+from dlt_destinations import DESTINATIONS
 from dlt_destinations.writer import FileTarget, UnsafePathError, VerificationError, safe_join, write_file
 
 MB = 1024 * 1024
@@ -171,7 +172,7 @@ def test_a_local_copy_reaches_the_disk_while_it_is_written_and_fails_whole_if_it
         real_fdatasync(fd)
         synced.append((os.listdir(out), os.fstat(fd).st_size))
 
-    monkeypatch.setattr(writer, "FLUSH_STEP", 2 * MB)
+    monkeypatch.setattr(disk, "FLUSH_STEP", 2 * MB)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     done = write_file(_SlowLocal(skip_instance_cache=True), str(source), target, str(final))
     assert (done.bytes, final.read_bytes()) == (8 * MB, source.read_bytes())

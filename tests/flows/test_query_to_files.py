@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cai_common import ConnectorConfigError, ConnectorRunFailed
+from cai_common import ConnectorConfigError, ConnectorRunFailed, disk
 from dlt_sources.sql_database import SqlDatabaseSourceConfig, csv_file_name
 from flows.dlt_pipeline_flow import run_connector_pipeline
 from flows.store.run_records import get_run
@@ -85,6 +86,44 @@ def test_export_to_s3_with_multipart_above_25_mb(
     assert fs.cat_file(key) == _psql_csv(config_store, query)
     assert result["metrics"]["files"][0]["url"] == f"s3://{key}"
     assert s3_bucket["credentials"]["aws_secret_access_key"] not in str(get_run(result["run_id"]))
+
+
+def test_an_export_goes_to_the_disk_while_postgres_writes_it_and_a_sync_error_fails_it_whole(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], reader: dict[str, Any], tmp_path: Path,
+    config_store: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    query = "SELECT g AS id, repeat(md5(g::text), 3) AS filler FROM generate_series(1, 40000) g"  # ~4 MB
+    out = tmp_path / "out"
+    connector_id = make_connector("sql_database", {**reader, "query": query, "csv_filename": "synced.csv"},
+                                  "nfs", {"path": str(out)})
+    synced: list[tuple[str, int]] = []  # (file, bytes it held) at each fdatasync
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+
+    monkeypatch.setattr(disk, "FLUSH_STEP", 512 * 1024)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    run_connector_pipeline(connector_id)
+    exported = (out / "synced.csv").read_bytes()
+    assert exported == _psql_csv(config_store, query)
+    # the export's own file, synced in steps while PostgreSQL was still writing it
+    early = [size for name, size in synced if name.endswith(".csv") and size < len(exported)]
+    assert len(early) >= 3, synced
+
+    (out / "synced.csv").unlink()
+
+    def failing(fd: int) -> None:  # the disk reports a write error
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(ConnectorRunFailed) as caught:
+        run_connector_pipeline(connector_id)
+    assert "Input/output error" in caught.value.result["log_summary"]
+    assert _only_final_files(out) == []
+    record = get_run(caught.value.result["run_id"])
+    assert record is not None and record["status"] == "failed"
 
 
 def test_placeholders_and_default_name() -> None:
