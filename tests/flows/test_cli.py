@@ -186,6 +186,39 @@ def test_a_csv_connector_run_loads_one_postgres_driver(
     assert record is not None and record[:2] == ("success", len(AWKWARD_ROWS)) and "visits" in record[2]
 
 
+def test_a_run_through_the_prefect_server_stores_its_parameters_without_loading_fastapi(
+    config_store: str, prefect_api: str, make_connector: Callable[..., int], warehouse: dict[str, Any],
+    incoming: Path, schema_name: str, tmp_path: Path,
+) -> None:
+    """Prefect serializes a flow's parameters with FastAPI's encoder, importing FastAPI and Starlette
+    (0.1-0.2 s) in every `cai run` through a server; ours are JSON already. Checked in the run's own
+    process, and against what the server stored for the flow run."""
+    from prefect.client.orchestration import get_client
+
+    awkward_csv(incoming / "visits.csv")
+    connector = make_connector("filesystem", {"path": str(incoming), "file_pattern": "visits.csv"},
+                               "postgres", {**warehouse, "schema": schema_name}, name="no fastapi")
+    env = {**os.environ, "DATABASE_URL": config_store, "PREFECT_API_URL": prefect_api, "COLUMNS": "250",
+           "CAI_HOME": str(tmp_path / "home")}
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('fastapi loaded:', 'fastapi' in sys.modules))\n"
+             f"sys.argv = ['cai', 'run', '{connector}']\n"
+             "from flows.cli import main\n"
+             "main()\n")
+    done = subprocess.run([str(Path(CAI).with_name("python")), "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0 and "success run" in done.stdout, done.stdout + done.stderr
+    assert "fastapi loaded: False" in done.stdout, done.stdout + done.stderr
+    with psycopg.connect(config_store) as conn:
+        row = conn.execute("SELECT prefect_flow_run_id FROM cai_connector_runs WHERE connector_id = %s",
+                           (connector,)).fetchone()
+    assert row is not None and row[0]
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(row[0])
+    assert stored.parameters == {"connector_id": connector, "prefect_flow_run_id": None}
+    assert stored.state is not None and stored.state.is_completed()
+
+
 @pytest.mark.parametrize("where", ["nowhere", "profile", "prefect.toml"])
 def test_the_prefect_api_is_found_where_prefect_itself_would_find_it(tmp_path: Path, where: str) -> None:
     """A direct run happens only where no Prefect API is configured by any of Prefect's sources."""
