@@ -156,6 +156,20 @@ def test_cai_run_without_a_prefect_api_runs_directly_and_keeps_tracebacks_off_th
     assert max(len(line) for line in runs.stdout.splitlines()) <= 80, runs.stdout
 
 
+def _run_and_report_module(connector: int, module: str, env: dict[str, str]) -> str:
+    """`cai run CONNECTOR` in a process of its own that says, once the run has ended, whether ``module``
+    was imported; the run must succeed. Returns its output."""
+    probe = ("import atexit, sys\n"
+             f"atexit.register(lambda: print('{module} loaded:', '{module}' in sys.modules))\n"
+             f"sys.argv = ['cai', 'run', '{connector}']\n"
+             "from flows.cli import main\n"
+             "main()\n")
+    done = subprocess.run([str(Path(CAI).with_name("python")), "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    assert done.returncode == 0 and "success run" in done.stdout, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
 def test_a_csv_connector_run_loads_one_postgres_driver(
     config_store: str, make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path,
     schema_name: str, tmp_path: Path,
@@ -169,15 +183,8 @@ def test_a_csv_connector_run_loads_one_postgres_driver(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(DATABASE_URL=config_store, CAI_HOME=str(tmp_path / "home"), COLUMNS="250",
                PREFECT_HOME=str(tmp_path / "prefect"))
-    probe = ("import atexit, sys\n"
-             "atexit.register(lambda: print('psycopg 3 loaded:', 'psycopg' in sys.modules))\n"
-             f"sys.argv = ['cai', 'run', '{connector}']\n"
-             "from flows.cli import main\n"
-             "main()\n")
-    done = subprocess.run([str(Path(CAI).with_name("python")), "-c", probe], env=env, capture_output=True,
-                          text=True, timeout=240, check=False)
-    assert done.returncode == 0 and "success run" in done.stdout, done.stdout + done.stderr
-    assert "psycopg 3 loaded: False" in done.stdout, done.stdout + done.stderr
+    output = _run_and_report_module(connector, "psycopg", env)
+    assert "psycopg loaded: False" in output, output
     with psycopg.connect(config_store) as conn:
         count = conn.execute(f'SELECT count(*) FROM "{schema_name}".visits').fetchone()
         record = conn.execute("SELECT status, rows_ingested, metrics->>'row_counts' FROM cai_connector_runs "
@@ -200,15 +207,8 @@ def test_a_run_through_the_prefect_server_stores_its_parameters_without_loading_
                                "postgres", {**warehouse, "schema": schema_name}, name="no fastapi")
     env = {**os.environ, "DATABASE_URL": config_store, "PREFECT_API_URL": prefect_api, "COLUMNS": "250",
            "CAI_HOME": str(tmp_path / "home")}
-    probe = ("import atexit, sys\n"
-             "atexit.register(lambda: print('fastapi loaded:', 'fastapi' in sys.modules))\n"
-             f"sys.argv = ['cai', 'run', '{connector}']\n"
-             "from flows.cli import main\n"
-             "main()\n")
-    done = subprocess.run([str(Path(CAI).with_name("python")), "-c", probe], env=env, capture_output=True,
-                          text=True, timeout=240, check=False)
-    assert done.returncode == 0 and "success run" in done.stdout, done.stdout + done.stderr
-    assert "fastapi loaded: False" in done.stdout, done.stdout + done.stderr
+    output = _run_and_report_module(connector, "fastapi", env)
+    assert "fastapi loaded: False" in output, output
     with psycopg.connect(config_store) as conn:
         row = conn.execute("SELECT prefect_flow_run_id FROM cai_connector_runs WHERE connector_id = %s",
                            (connector,)).fetchone()
