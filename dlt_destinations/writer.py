@@ -29,8 +29,7 @@ from typing import Any, Literal
 
 from fsspec import AbstractFileSystem
 
-from cai_common import CaiError, progress
-from cai_common.disk import Flusher
+from cai_common import CaiError, disk, progress
 
 # Pieces of 1 MB unless the target asks for more (`FileTarget.chunk_size`). Measured moving 1 GiB from
 # S3 (moto) to a folder with the hash and the read-back on their own threads: peak RSS 180 MB with 4 MB
@@ -219,7 +218,8 @@ def write_file(
     # A local copy is read back a chunk behind the writer and compared with what was written (from
     # the page cache, as a read-back after closing would be); other destinations are hashed after.
     read_back = _ReadBack(temp) if verify == "hash" and local else None
-    flusher = Flusher(temp) if local else None
+    # A file smaller than one sync step has only the final fsync: no thread for it.
+    flusher = disk.Flusher(temp) if local and expected > disk.FLUSH_STEP else None
     size = 0
     try:
         with open_read(src_fs, src_path) as source:
@@ -227,8 +227,9 @@ def write_file(
                 sent.feed(chunk)
                 out.write(chunk)
                 size += len(chunk)
-                if flusher is not None:  # local: the OS has the bytes before they are read back or synced
+                if local:  # the OS has the bytes before they are read back or synced
                     out.flush()
+                if flusher is not None:
                     flusher.written(size)
                 if read_back is not None:
                     read_back.feed(chunk)
