@@ -20,18 +20,18 @@ class Flusher:
     """`fdatasync` of a file being written, on a thread of its own, every `FLUSH_STEP` bytes.
 
     The writer calls `written` as it goes and never waits for a sync (fdatasync releases the GIL); it
-    calls `finish` before its own final fsync. A sync error is raised by the next `written` or by
-    `finish`, so the write fails like any other write error.
+    calls `finish` before its own final fsync. The thread starts with the first step, so a file
+    smaller than one step costs nothing but that final fsync. A sync error is raised by the next
+    `written` or by `finish`, so the write fails like any other write error.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._path, self._fd = path, -1
+        self._path = path
         self._wanted = self._synced = 0
         self._wake = threading.Condition()
         self._done = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="cai-flush", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def written(self, size: int) -> None:
         """``size`` bytes are written so far: sync them once a step more than the last sync asked for."""
@@ -41,9 +41,14 @@ class Flusher:
             with self._wake:
                 self._wanted = size
                 self._wake.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cai-flush", daemon=True)
+                self._thread.start()
 
     def _run(self) -> None:
+        fd = -1
         try:
+            fd = os.open(self._path, os.O_RDONLY)
             while True:
                 with self._wake:
                     while not self._done and self._wanted == self._synced:
@@ -51,22 +56,21 @@ class Flusher:
                     if self._done:
                         return
                     wanted = self._wanted
-                if self._fd < 0:
-                    self._fd = os.open(self._path, os.O_RDONLY)
-                os.fdatasync(self._fd)
+                os.fdatasync(fd)
                 self._synced = wanted
         except BaseException as exc:
             self._error = exc
         finally:
-            if self._fd >= 0:
-                os.close(self._fd)
+            if fd >= 0:
+                os.close(fd)
 
     def finish(self) -> None:
         """Stop syncing (the caller's fsync does the rest); raise what failed."""
         with self._wake:
             self._done = True
             self._wake.notify()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
 

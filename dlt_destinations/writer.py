@@ -218,8 +218,7 @@ def write_file(
     # A local copy is read back a chunk behind the writer and compared with what was written (from
     # the page cache, as a read-back after closing would be); other destinations are hashed after.
     read_back = _ReadBack(temp) if verify == "hash" and local else None
-    # A file smaller than one sync step has only the final fsync: no thread for it.
-    flusher = disk.Flusher(temp) if local and expected > disk.FLUSH_STEP else None
+    flusher = disk.Flusher(temp) if local else None
     size = 0
     try:
         with open_read(src_fs, src_path) as source:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,22 @@ def test_a_local_copy_reaches_the_disk_while_it_is_written_and_fails_whole_if_it
 
     monkeypatch.setattr(disk, "FLUSH_STEP", 2 * MB)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
+    started: list[str] = []  # names of the threads started
+
+    class Recording(threading.Thread):
+        def start(self) -> None:
+            started.append(self.name)
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", Recording)
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(MB))
+    write_file(_SlowLocal(skip_instance_cache=True), str(small), target, str(out / "small.bin"))
+    assert (out / "small.bin").read_bytes() == small.read_bytes()
+    assert synced == [] and "cai-flush" not in started  # under one step: no sync thread, the final fsync only
+    (out / "small.bin").unlink()
     done = write_file(_SlowLocal(skip_instance_cache=True), str(source), target, str(final))
+    assert "cai-flush" in started
     assert (done.bytes, final.read_bytes()) == (8 * MB, source.read_bytes())
     # synced in steps while the copy was still under its temp name, not only by the fsync at the end
     assert all(names != ["in.bin"] for names, _ in synced)
