@@ -10,6 +10,9 @@
 3. A COPY that PostgreSQL rejects for its data fails at once. dlt's CSV job runs `copy_expert` on the
    raw psycopg2 connection, so a `DataError` reached dlt's job runner untranslated and was retried as
    if transient (5 times, then the package was left pending). Bad data never gets better by retrying.
+4. A `replace` load empties its table in the COPY's own transaction. dlt truncates every replaced
+   table in a transaction of its own before any job runs, so a file PostgreSQL then refused left the
+   table empty: its old rows were gone and nothing replaced them.
 """
 
 from __future__ import annotations
@@ -50,7 +53,25 @@ def copied_rows(load_ids: list[str]) -> dict[str, int]:
         for load_id in load_ids:
             for table, rows in _COPIED.pop(load_id, {}).items():
                 totals[table] = totals.get(table, 0) + rows
+            for key in [k for k in _REPLACED if k[0] == load_id]:
+                del _REPLACED[key]
     return totals
+
+
+class _Replacing:
+    """One replaced table in one load: its COPY jobs take turns, and the first to commit emptied it."""
+
+    def __init__(self) -> None:
+        self.turn = threading.Lock()
+        self.emptied = False
+
+
+_REPLACED: dict[tuple[str, str], _Replacing] = {}
+
+
+def _replacing(load_id: str, table: str) -> _Replacing:
+    with _COPIED_LOCK:
+        return _REPLACED.setdefault((load_id, table), _Replacing())
 
 
 class ExactTypeMapper(PostgresTypeMapper):
@@ -91,12 +112,23 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
             table = sql_client.make_qualified_table_name(table_name)
             copy_sql = f"COPY {table} ({columns}) FROM STDIN WITH ({options})"
             source: Any = contextlib.nullcontext(f) if opener is None else opener()
+            # A replaced table is emptied by the first of its COPYs to commit, in that COPY's transaction:
+            # the table's COPYs take turns, and one that fails leaves the old rows (and the emptying) to the next.
+            replacing = _replacing(self._load_id, table_name) if _replaces(self._load_table) else None
             try:
-                with source as rows, sql_client.begin_transaction(), sql_client.native_connection.cursor() as cursor:
-                    # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
-                    cursor.execute("SET LOCAL TIME ZONE 'UTC'")
-                    cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
-                    copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
+                with contextlib.ExitStack() as turn:
+                    if replacing is not None:
+                        turn.enter_context(replacing.turn)
+                    with source as rows, sql_client.begin_transaction(), \
+                            sql_client.native_connection.cursor() as cursor:
+                        # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
+                        cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+                        if replacing is not None and not replacing.emptied:
+                            cursor.execute(f"TRUNCATE TABLE {table}")
+                        cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
+                        copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
+                    if replacing is not None:
+                        replacing.emptied = True
             except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
                 raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
             except CaiError as exc:  # the stream's source failed (its query, its login): the COPY rolled back
@@ -109,6 +141,12 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
         with _COPIED_LOCK:
             tables = _COPIED.setdefault(self._load_id, {})
             tables[table_name] = tables.get(table_name, 0) + max(copied, 0)
+
+
+def _replaces(table: Any) -> bool:
+    """Whether a load table is replaced by truncating it and loading it again (dlt's default strategy)."""
+    return bool(table["write_disposition"] == "replace"
+                and table.get("x-replace-strategy", "truncate-and-insert") == "truncate-and-insert")
 
 
 DDL_LOCK = 1667328372
@@ -145,10 +183,18 @@ class CaiPostgresClient(PostgresClient):
         self._lock_ddl()
         return super()._execute_schema_update_sql(only_tables, store_schema)
 
+    def should_truncate_table_before_load(self, table_name: str) -> bool:
+        """Never before the load: each replaced table is emptied by its COPY (`ExactCsvCopyJob`)."""
+        return False
+
     def create_load_job(self, table: Any, file_path: str, load_id: str, restore: bool = False) -> Any:
         job = super().create_load_job(table, file_path, load_id, restore)
         if type(job) is PostgresCsvCopyJob:
             job = ExactCsvCopyJob(file_path)
+        elif _replaces(table) and not isinstance(job, ExactCsvCopyJob):
+            # nothing else empties a replaced table: it would be appended to instead
+            raise DestinationTerminalException(
+                f"table `{table['name']}` is replaced, and only CSV load files can replace it (got {file_path})")
         return job
 
 

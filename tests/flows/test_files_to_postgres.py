@@ -131,6 +131,35 @@ def test_full_refresh_reloads_every_file_replacing_the_table(
     assert _count(config_store, schema_name, "visits") == 6
 
 
+def test_a_replace_that_postgres_refuses_keeps_the_old_rows(
+    make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str, config_store: str
+) -> None:
+    counts = incoming / "counts.csv"
+    counts.write_text("id,count\n1,10\n2,20\n")
+    connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "counts.csv",
+                                                 "columns": {"count": "bigint"}},
+                                  "postgres", {**warehouse, "schema": schema_name},
+                                  source_override={"full_refresh": True})
+    run_connector_pipeline(connector_id)
+    counts.write_text("id,count\n" + "".join(f"{i},{i}\n" for i in range(3, 100_003)) + "100003,lots\n")
+    _touch_later(counts)
+    record = _failed(connector_id)
+    assert 'invalid input syntax for type bigint: "lots"' in record["log_summary"]
+    # the replace never happened: the table holds the last good load, not nothing
+    assert _select(config_store, f"SELECT id, count FROM {schema_name}.counts ORDER BY id") == [(1, 10), (2, 20)]
+
+    # Two files replacing one table: the good one replaces it, once, whichever COPY runs first.
+    (incoming / "other.csv").write_text("id,count\n7,70\n8,80\n")
+    both = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv",
+                                         "columns": {"count": "bigint"}},
+                          "postgres", {**warehouse, "schema": schema_name, "table_name": "counts"},
+                          source_override={"full_refresh": True})
+    record = _failed(both)
+    assert [(f["file_url"].rsplit("/", 1)[-1], f["status"]) for f in sorted(
+        record["metrics"]["files"], key=lambda f: f["file_url"])] == [("counts.csv", "failed"), ("other.csv", "loaded")]
+    assert _select(config_store, f"SELECT id, count FROM {schema_name}.counts ORDER BY id") == [(7, 70), (8, 80)]
+
+
 def test_merge_updates_rows_by_primary_key_when_a_file_changes(
     make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path, schema_name: str, config_store: str
 ) -> None:
