@@ -10,7 +10,10 @@
 3. A COPY that PostgreSQL rejects for its data fails at once. dlt's CSV job runs `copy_expert` on the
    raw psycopg2 connection, so a `DataError` reached dlt's job runner untranslated and was retried as
    if transient (5 times, then the package was left pending). Bad data never gets better by retrying.
-4. A `replace` load empties its table in the COPY's own transaction. dlt truncates every replaced
+4. A CSV file whose typing pass still runs (`cai_common.checks`) commits only once its verdict is in:
+   a bad file fails without a row landing, and a column this load created with a type the verdict
+   does not confirm gets the verdict's type and the file is COPYed again, in the same transaction.
+5. A `replace` load empties its table in the COPY's own transaction. dlt truncates every replaced
    table in a transaction of its own before any job runs, so a file PostgreSQL then refused left the
    table empty: its old rows were gone and nothing replaced them.
 """
@@ -32,7 +35,8 @@ from dlt.destinations.impl.postgres.factory import PostgresTypeMapper
 from dlt.destinations.impl.postgres.factory import postgres as dlt_postgres
 from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresCsvCopyJob
 
-from cai_common import CaiError, progress, streams
+from cai_common import CaiError, checks, progress, streams
+from cai_common.pg_types import accepts, comparable
 
 PG_TYPE_HINT = "x-postgres-type"
 """Column hint holding the column's exact PostgreSQL type, used as is in CREATE/ALTER TABLE."""
@@ -111,33 +115,48 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
                 options = f"FORMAT CSV, DELIMITER '{delimiter}', NULL '', ENCODING '{csv_format.encoding}'"
             table = sql_client.make_qualified_table_name(table_name)
             copy_sql = f"COPY {table} ({columns}) FROM STDIN WITH ({options})"
-            source: Any = contextlib.nullcontext(f) if opener is None else opener()
+            check = checks.check_for(self._file_path) if opener is None else None
+            start = f.tell()
             # A replaced table is emptied by the first of its COPYs to commit, in that COPY's transaction:
             # the table's COPYs take turns, and one that fails leaves the old rows (and the emptying) to the next.
             replacing = _replacing(self._load_id, table_name) if _replaces(self._load_table) else None
-            try:
-                with contextlib.ExitStack() as turn:
-                    if replacing is not None:
-                        turn.enter_context(replacing.turn)
-                    with source as rows, sql_client.begin_transaction(), \
-                            sql_client.native_connection.cursor() as cursor:
-                        # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
-                        cursor.execute("SET LOCAL TIME ZONE 'UTC'")
-                        if replacing is not None and not replacing.emptied:
-                            cursor.execute(f"TRUNCATE TABLE {table}")
-                        cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
-                        copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
-                    if replacing is not None:
-                        replacing.emptied = True
-            except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
-                raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
-            except CaiError as exc:  # the stream's source failed (its query, its login): the COPY rolled back
-                raise DestinationTerminalException(str(exc)) from exc
-            except psycopg2.Error as exc:
-                cause = exc.__context__  # a stream that failed while COPY read it cancels the COPY
-                if opener is not None and isinstance(cause, CaiError):
-                    raise DestinationTerminalException(str(cause)) from cause
-                raise
+            widen: dict[str, str] = {}
+            while True:
+                source: Any = contextlib.nullcontext(f) if opener is None else opener()
+                f.seek(start)
+                try:
+                    with contextlib.ExitStack() as turn:
+                        if replacing is not None:
+                            turn.enter_context(replacing.turn)
+                        with source as rows, sql_client.begin_transaction(), \
+                                sql_client.native_connection.cursor() as cursor:
+                            # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
+                            cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+                            if replacing is not None and not replacing.emptied:
+                                cursor.execute(f"TRUNCATE TABLE {table}")
+                            if check is None:
+                                cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
+                            else:
+                                _widen(cursor, table, table_name, widen)
+                                _checked_copy(cursor, copy_sql, rows, check, table, table_name)
+                            copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
+                        if replacing is not None:
+                            replacing.emptied = True
+                except _Widen as again:  # rolled back: the new columns get the verdict's types, and again
+                    widen.update(again.types)
+                    continue
+                except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError) as exc:
+                    raise DestinationTerminalException(f"{type(exc).__name__}: {exc}") from exc
+                except CaiError as exc:  # the stream's source failed (its query, its login): the COPY rolled back
+                    raise DestinationTerminalException(getattr(exc, "problem", str(exc))) from exc
+                except psycopg2.Error as exc:
+                    cause = exc.__context__  # a stream that failed while COPY read it cancels the COPY
+                    if opener is not None and isinstance(cause, CaiError):
+                        raise DestinationTerminalException(str(cause)) from cause
+                    raise
+                break
+            if check is not None:
+                check.altered.update(widen)
         with _COPIED_LOCK:
             tables = _COPIED.setdefault(self._load_id, {})
             tables[table_name] = tables.get(table_name, 0) + max(copied, 0)
@@ -147,6 +166,111 @@ def _replaces(table: Any) -> bool:
     """Whether a load table is replaced by truncating it and loading it again (dlt's default strategy)."""
     return bool(table["write_disposition"] == "replace"
                 and table.get("x-replace-strategy", "truncate-and-insert") == "truncate-and-insert")
+
+
+class _Widen(Exception):  # noqa: N818 - a signal to COPY again, not an error
+    """The verdict gives columns this load created other types: roll back, alter them, COPY again."""
+
+    def __init__(self, types: dict[str, str]) -> None:
+        super().__init__(", ".join(types))
+        self.types = types
+
+
+class _Ruled(Exception):  # noqa: N818 - stops a COPY whose verdict is in, not an error of its own
+    """The file's verdict came in while COPY read it, and the COPY cannot stand: stop reading."""
+
+
+def _column_types(cursor: Any, table: str) -> dict[str, str]:
+    cursor.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                   "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (table,))
+    return {name: comparable(pg_type) for name, pg_type in cursor.fetchall()}
+
+
+def _judge(check: checks.Check, verdict: checks.Verdict, has: dict[str, str], table_name: str) -> dict[str, str]:
+    """The new columns to give other types (empty: the COPY stands as it is).
+
+    Raises:
+        DestinationTerminalException: a column the table had before this load would change the file's values.
+    """
+    widen = {}
+    for name, pg_type in verdict.types.items():
+        if name not in has:
+            continue  # COPY refuses a column the table lacks
+        if name in check.new_columns:
+            if has[name] != comparable(pg_type):
+                widen[name] = pg_type
+        elif not accepts(has[name], comparable(pg_type)):
+            raise DestinationTerminalException(checks.type_conflict(name, table_name, pg_type, has[name]))
+    return widen
+
+
+def _verdict(check: checks.Check) -> checks.Verdict:
+    """The file's verdict, waited for; a file the pass found bad fails with the pass's own words."""
+    try:
+        return check.verdict.result()
+    except CaiError as exc:
+        raise DestinationTerminalException(getattr(exc, "problem", str(exc))) from exc
+
+
+def _checked_copy(cursor: Any, copy_sql: str, rows: Any, check: checks.Check, table: str, table_name: str) -> None:
+    """COPY a file while its typing pass runs; return once the verdict confirms the table's types.
+
+    The COPY stops early when the verdict comes in while it runs and rules it out. A file the pass
+    found bad fails with the pass's words, even where PostgreSQL refused it first.
+
+    Raises:
+        _Widen: columns this load created need the verdict's types (the caller rolls back).
+        DestinationTerminalException: the file is bad, or a column the table had would change its values.
+    """
+    has = _column_types(cursor, table)
+
+    def stands() -> bool:
+        if check.verdict.exception() is not None:
+            return False
+        try:
+            return not _judge(check, check.verdict.result(), has, table_name)
+        except DestinationTerminalException:
+            return False
+
+    reader = _Watched(rows, check, stands)
+    try:
+        cursor.copy_expert(copy_sql, progress.Counted(reader), size=COPY_READ_SIZE)
+    except psycopg2.Error:
+        widen = _judge(check, _verdict(check), has, table_name)  # the pass's word on a bad file comes first
+        if widen:
+            raise _Widen(widen) from None
+        raise  # PostgreSQL refused a value the verdict let through
+    widen = _judge(check, _verdict(check), has, table_name)
+    if widen:
+        raise _Widen(widen)
+
+
+class _Watched:
+    """A file's rows as COPY reads them, stopped as soon as its verdict is in and rules the COPY out."""
+
+    def __init__(self, rows: Any, check: checks.Check, stands: Any) -> None:
+        self.rows, self.check, self.stands = rows, check, stands
+        self.judged = False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.judged and self.check.verdict.done():
+            self.judged = True
+            if not self.stands():
+                raise _Ruled()
+        data: bytes = self.rows.read(size)
+        return data
+
+
+def _widen(cursor: Any, table: str, table_name: str, types: dict[str, str]) -> None:
+    """Give columns this load created the verdict's types; each must hold no value yet (another
+    file of this load may have filled it: then the file's values cannot go in unchanged)."""
+    for name, pg_type in types.items():
+        column = f'"{name}"'
+        cursor.execute(f"SELECT EXISTS (SELECT FROM {table} WHERE {column} IS NOT NULL)")
+        if cursor.fetchone()[0]:
+            has = _column_types(cursor, table)[name]
+            raise DestinationTerminalException(checks.type_conflict(name, table_name, pg_type, has))
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {pg_type} USING NULL")
 
 
 DDL_LOCK = 1667328372

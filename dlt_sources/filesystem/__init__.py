@@ -16,6 +16,7 @@ from dlt_sources.filesystem.kind import KIND
 from dlt_sources.filesystem.reports import (
     LEDGER_KEY,
     RESOURCE_NAME,
+    TYPED_BESIDE_LOAD,
     BadFilesError,
     CsvFileError,
     FileReport,
@@ -25,16 +26,17 @@ from dlt_sources.filesystem.reports import (
 if TYPE_CHECKING:
     from dlt_sources.filesystem.readers import read_csv_batches, table_name_for
     from dlt_sources.filesystem.resource import csv_tables
-    from dlt_sources.filesystem.staging import stage_csv, supports_fast_path
+    from dlt_sources.filesystem.staging import pass_again, pinned_types, stage_csv, supports_fast_path
 
 __getattr__ = lazy_exports(__name__, {
     "read_csv_batches": "readers", "table_name_for": "readers", "csv_tables": "resource",
-    "stage_csv": "staging", "supports_fast_path": "staging",
+    "stage_csv": "staging", "supports_fast_path": "staging", "pass_again": "staging", "pinned_types": "staging",
 })
 
 
 __all__ = [
-    "KIND", "BadFilesError", "LEDGER_KEY", "RESOURCE_NAME", "CsvFileError", "CsvOptions", "FileReport",
-    "FileSourceOptions", "FilesystemSourceConfig", "ReadReport", "csv_tables", "ensure_location",
-    "open_filesystem", "read_csv_batches", "stage_csv", "supports_fast_path", "table_name_for",
+    "KIND", "BadFilesError", "LEDGER_KEY", "RESOURCE_NAME", "TYPED_BESIDE_LOAD", "CsvFileError", "CsvOptions",
+    "FileReport", "FileSourceOptions", "FilesystemSourceConfig", "ReadReport", "csv_tables", "ensure_location",
+    "open_filesystem", "pass_again", "pinned_types", "read_csv_batches", "stage_csv", "supports_fast_path",
+    "table_name_for",
 ]

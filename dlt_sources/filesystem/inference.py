@@ -143,18 +143,21 @@ def _any_leading_zero(values: pa.Array) -> bool:
     return bool(pc.any(pc.match_substring_regex(pc.filter(values, near), _LEADING_ZERO)).as_py())
 
 
-def widen(current: str | None, values: pa.Array) -> str:
+def widen(current: str | None, values: pa.Array) -> str | None:
     """The narrowest type at least as wide as ``current`` that holds every non-null value exactly.
 
     Args:
         current: the type the column has so far, None when no value was seen yet.
         values: the column's next values, as strings (NULLs ignored).
+
+    Returns:
+        The type; None while the column has had no value (a block of NULLs decides nothing).
     """
     if current == TEXT:
         return TEXT
     present = values.drop_null() if values.null_count else values  # dropping copies every value
     if len(present) == 0:
-        return current or TEXT
+        return current
     for candidate in _WIDER[current] if current else _ORDER:
         if _fits(present, candidate):
             return candidate
@@ -175,6 +178,10 @@ class ColumnTypes:
             current = self._types.get(name, TEXT)
             if current != TEXT:
                 self._types[name] = widen(current, batch.column(name))
+
+    def unseen(self) -> list[str]:
+        """Columns (not pinned) that had no value yet."""
+        return [n for n, t in self._types.items() if t is None]
 
     def undecided(self) -> list[str]:
         """Columns that may still widen: not pinned, not text yet (text is as wide as it gets)."""

@@ -5,7 +5,7 @@ The ledger key and file stamps are shared by CSV loading (`resource`) and transf
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from dlt.common.exceptions import TerminalValueError
@@ -38,6 +38,10 @@ LEDGER_KEY = "files"
 
 RESOURCE_NAME = "csv_rows"
 
+TYPED_BESIDE_LOAD = "cai_typed_beside_load"
+"""Load package state: staged file inode -> its source URL and the columns its load creates, for each
+file whose typing pass runs beside its COPY (`cai_common.checks`)."""
+
 
 @dataclass(eq=False)
 class FileReport:
@@ -53,12 +57,12 @@ class FileReport:
     """copy: COPY reads the file as it is; transcoded: rewritten as psql's CSV first; arrow: read by pyarrow."""
     inode: int | None = field(default=None, repr=False)
     """Inode of the staged load file, to match the load job that COPYs it (not in metrics)."""
+    check: Any = field(default=None, repr=False)
+    """The file's `cai_common.checks.Check` while its typing pass runs beside the load (not in metrics)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON metrics."""
-        data = asdict(self)
-        del data["inode"]
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("inode", "check")}
 
 
 @dataclass

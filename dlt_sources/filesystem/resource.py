@@ -20,10 +20,20 @@ from dlt.extract.resource import DltResource
 from dlt.sources.filesystem import filesystem
 from fsspec import AbstractFileSystem
 
+from cai_common import checks
+from cai_common.checks import Check
 from cai_common.pg_types import accepts, column_pg_type, comparable, dlt_column
 from dlt_sources.filesystem.configuration import CsvOptions
 from dlt_sources.filesystem.readers import TableTypes, read_csv_batches, table_name_for
-from dlt_sources.filesystem.reports import LEDGER_KEY, RESOURCE_NAME, CsvFileError, FileReport, ReadReport, stamp
+from dlt_sources.filesystem.reports import (
+    LEDGER_KEY,
+    RESOURCE_NAME,
+    TYPED_BESIDE_LOAD,
+    CsvFileError,
+    FileReport,
+    ReadReport,
+    stamp,
+)
 from dlt_sources.filesystem.staging import Progress, pinned_types, stage_csv, supports_fast_path
 
 
@@ -41,6 +51,7 @@ def csv_tables(
     progress: Progress | None = None,
     columns: dict[str, str] | None = None,
     destination_types: dict[str, dict[str, str]] | None = None,
+    type_beside_load: bool = False,
 ) -> DltResource:
     """A dlt resource loading every new or changed CSV file, one table per file stem.
 
@@ -58,6 +69,9 @@ def csv_tables(
         progress: called with source bytes read, for progress bars.
         columns: column -> PostgreSQL type pinned by the user instead of inferred.
         destination_types: table -> column -> type of the tables already in the destination schema.
+        type_beside_load: create tables from each file's first rows and let the pass over every value
+            run beside its COPY (`staging`, `cai_common.checks`); the destination's load job must wait
+            for the verdict, as the postgres destination's does.
     """
     listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
     types = TableTypes()
@@ -67,13 +81,14 @@ def csv_tables(
 
     def staged(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
         assert stage_dir is not None
-        csv_file = stage_csv(file, options, stage_dir, progress, pinned)
+        csv_file = stage_csv(file, options, stage_dir, progress, pinned, later=type_beside_load)
         entry.path = "copy" if supports_fast_path(options) else "transcoded"
         schema = dlt.current.source_schema()
         table = schema.naming.normalize_table_identifier(table)
         existing = schema.get_table_columns(table) if table in schema.tables else {}
         try:
-            new_columns = table_columns(table, csv_file.types, existing)
+            # A column without a value in the first rows is checked against the table once its verdict is in.
+            new_columns = table_columns(table, csv_file.types, existing, unchecked=csv_file.unseen)
         except CsvFileError:
             csv_file.path.unlink(missing_ok=True)
             raise
@@ -83,12 +98,24 @@ def csv_tables(
             schema.update_table(new_table(table, columns=new_columns))  # type: ignore[arg-type]
         entry.rows = csv_file.rows
         entry.inode = csv_file.path.stat().st_ino
+        if csv_file.verdict is not None:
+            created = frozenset(c["name"] for c in new_columns if c["name"] not in pinned and c["name"] not in existing
+                                and c["name"] not in (destination_types or {}).get(table, {}))
+            entry.check = Check(verdict=csv_file.verdict, new_columns=created)
+            checks.register(csv_file.path, entry.check)
+            # The load package keeps what a pass needs to run again, should this process die before its load.
+            state: dict[str, Any] = dlt.current.load_package_state()["state"]  # type: ignore[assignment]
+            waiting = state.setdefault(TYPED_BESIDE_LOAD, {})
+            waiting[str(entry.inode)] = {"file_url": file["file_url"], "new_columns": sorted(created)}
         yield dlt.mark.with_file_import(
             str(csv_file.path), "csv", csv_file.rows, hints=dlt.mark.make_hints(table_name=table)
         )
 
-    def table_columns(table: str, types: dict[str, str], existing: dict[str, Any]) -> list[dict[str, Any]]:
-        """dlt columns to add for a file; a column the table has must take the file's values unchanged.
+    def table_columns(
+        table: str, types: dict[str, str], existing: dict[str, Any], unchecked: frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """dlt columns to add for a file; a column the table has must take the file's values unchanged
+        (``unchecked`` columns are not compared: their type is not known yet).
 
         The destination's own column types win over the dlt schema's: a table made by an earlier
         pipeline, or by hand, is what COPY will write into.
@@ -103,11 +130,8 @@ def csv_tables(
             has = comparable(found)
             if name not in existing:
                 new_columns.append(dlt_column(name, found))
-            if not accepts(has, comparable(pg_type)):
-                raise CsvFileError(file_url_of[0], (
-                    f"column `{name}` holds {pg_type} values but table `{table}` already has it as {has}; "
-                    f"loading would change them. Pin the column's type in the source's `columns` "
-                    f"(e.g. {{\"{name}\": \"{pg_type}\"}}) for a new table, or load this file into its own table"))
+            if name not in unchecked and not accepts(has, comparable(pg_type)):
+                raise CsvFileError(file_url_of[0], checks.type_conflict(name, table, pg_type, has))
         return new_columns
 
     def batches(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:

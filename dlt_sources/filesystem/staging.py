@@ -6,6 +6,11 @@ records and infers each column's type from every value (`inference`). dlt import
 load package (`dlt.mark.with_file_import`) and its postgres destination runs `COPY ... FROM STDIN`,
 so PostgreSQL parses the values: no Python code converts them.
 
+With ``later`` the pass runs beside the load instead of before it: the file's first rows give the
+types the table is created with, and the pass over every value delivers its verdict to the COPY
+through `cai_common.checks`, which commits only once the verdict confirms them (or widens the
+columns this load created and COPYs again). PostgreSQL's COPY then no longer waits for the pass.
+
 A dialect COPY cannot read (a quote character other than `"`, NULL markers other than the empty
 field) is transcoded instead: pyarrow reads it as text and writes psql's CSV (every string quoted, so
 an empty string stays `""` and NULL stays an empty field), and the same COPY loads that.
@@ -29,6 +34,7 @@ import pyarrow.csv as pa_csv
 from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.common.storages.fsspec_filesystem import FileItemDict
 
+from cai_common.checks import Verdict
 from cai_common.errors import disk_full_named
 from cai_common.naming import column_names
 from dlt_sources.filesystem.configuration import CsvOptions
@@ -49,6 +55,12 @@ VALIDATE_BLOCK = 128 * 1024
 LARGER_BLOCKS = (1024 * 1024, 16 * 1024 * 1024, 128 * 1024 * 1024, 1100 * 1024 * 1024)
 MATCH_BLOCKS = 8
 """Blocks whose values are matched together by the typing pass."""
+GUESS_BLOCK = 128 * 1024
+"""The first rows whose types a table is created with when the pass runs beside the load: about 850
+rows of a clinical export, 0.02 s. A 1 MB block took 0.08 s and raised `cai load-csv`'s peak RSS by
+23 MB (all 14 patterns run on every column of it as text)."""
+# One pass at a time, in file order: each COPY waits only for its own file's verdict.
+_PASSES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cai-csv-pass")
 MAX_COLUMNS = 1600
 """PostgreSQL's limit on a table's columns."""
 
@@ -78,7 +90,12 @@ class StagedCsv:
     path: Path
     rows: int
     types: dict[str, str]
-    """Column -> PostgreSQL type (inferred from every value, or pinned by the user)."""
+    """Column -> PostgreSQL type (inferred from every value, or pinned by the user); with a pending
+    ``verdict``, from the first rows only (a column without a value there is text)."""
+    verdict: Future[Verdict] | None = None
+    """The pass over every value, still running beside the load (None: ``types`` and ``rows`` are final)."""
+    unseen: frozenset[str] = frozenset()
+    """Columns without a value in the first rows: their type in ``types`` is no guess at all."""
 
 
 def supports_fast_path(options: CsvOptions) -> bool:
@@ -97,7 +114,7 @@ def pinned_types(columns: dict[str, str] | None) -> dict[str, str]:
 
 def stage_csv(
     file: FileItemDict, options: CsvOptions, folder: Path, progress: Progress | None = None,
-    pinned: dict[str, str] | None = None,
+    pinned: dict[str, str] | None = None, later: bool = False,
 ) -> StagedCsv:
     """Stream one source CSV into ``folder`` as a load file, validate it and type its columns.
 
@@ -107,6 +124,8 @@ def stage_csv(
         folder: where the load file goes (the pipeline's working folder).
         progress: called with source bytes read.
         pinned: column (dlt name) -> PostgreSQL type chosen by the user; not inferred.
+        later: type from the first rows and leave the pass over every value running (``verdict``),
+            where COPY reads the file as it is; a transcoded file is typed while it is rewritten.
 
     Raises:
         CsvFileError: empty file, undecodable header, or a record with the wrong number of fields
@@ -146,6 +165,12 @@ def stage_csv(
                     out.write(chunk)
                     if progress:
                         progress(len(chunk))
+    if later:
+        guess = _guess(target, options, names, pinned or {})
+        if guess is not None:
+            verdict = _PASSES.submit(_verdict, target, file["file_url"], options, names, pinned or {})
+            return StagedCsv(path=target, rows=0, types=guess.result(), verdict=verdict,
+                             unseen=frozenset(guess.unseen()))
     try:
         rows, types = _scan(target, file["file_url"], options, names, pinned or {})
     except BaseException:
@@ -188,6 +213,40 @@ def _scan(
         return _with_block_sizes(lambda block: _scan_blocks(path, file_url, options, names, pinned, block))
     except pa.ArrowInvalid as exc:  # a record past PostgreSQL's 1 GB field limit
         raise CsvFileError(file_url, _problem(exc, options)) from exc
+
+
+def pass_again(path: Path, file_url: str, options: CsvOptions, pinned: dict[str, str] | None) -> Future[Verdict]:
+    """Start the typing pass over a staged file again: its load was left pending by a process that died,
+    and its first pass with it. The staged file's header holds dlt's column names."""
+    with open(path, "rb") as staged:
+        first = staged.readline().removeprefix(codecs.BOM_UTF8)
+    names = next(csv.reader([first.decode(ENCODINGS[options.encoding])], delimiter=options.delimiter,
+                            quotechar=options.quote_char))
+    return _PASSES.submit(_verdict, path, file_url, options, names, pinned or {})
+
+
+def _guess(path: Path, options: CsvOptions, names: list[str], pinned: dict[str, str]) -> ColumnTypes | None:
+    """Types of the first rows (`GUESS_BLOCK`); None where those rows are bad already (the whole pass,
+    run before the load, then says how) or a record straddles the block."""
+    read_options = pa_csv.ReadOptions(block_size=GUESS_BLOCK, encoding=ENCODINGS[options.encoding],
+                                      use_threads=False)
+    parse_options = pa_csv.ParseOptions(delimiter=options.delimiter, quote_char=options.quote_char,
+                                        newlines_in_values=True)
+    types = ColumnTypes(names, pinned)
+    try:
+        with pa_csv.open_csv(path, read_options=read_options, parse_options=parse_options,
+                             convert_options=_as_text(names, [""])) as reader:
+            for batch in reader:
+                types.update(batch)
+                break
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    return types
+
+
+def _verdict(path: Path, file_url: str, options: CsvOptions, names: list[str], pinned: dict[str, str]) -> Verdict:
+    rows, types = _scan(path, file_url, options, names, pinned)
+    return Verdict(rows=rows, types=types)
 
 
 def _scan_blocks(
@@ -317,4 +376,4 @@ def _line_of(path: Path, text: str) -> int | None:
     return None
 
 
-__all__ = ["StagedCsv", "column_names", "pinned_types", "stage_csv", "supports_fast_path"]
+__all__ = ["StagedCsv", "column_names", "pass_again", "pinned_types", "stage_csv", "supports_fast_path"]

@@ -138,8 +138,8 @@ def _progress_bar() -> Any:
 
 
 def _log_to_file() -> None:
-    """Direct runs log (tracebacks included) to `<cai data dir>/logs/runs.log` (rotated at 10 MB, 5 kept),
-    not to the terminal."""
+    """Direct runs and `load-csv` log (tracebacks included) to `<cai data dir>/logs/runs.log` (rotated at
+    10 MB, 5 kept), not to the terminal; dlt's own log (a failed load job's traceback) goes there too."""
     import logging
 
     from flows.store.embedded import data_dir
@@ -155,6 +155,11 @@ def _log_to_file() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    # dlt writes to the first handler its logger has (a new stderr one when it has none), whenever it
+    # sets its logging up again: give it the file's, in place of any stderr one.
+    dlt_logger = logging.getLogger("dlt")
+    dlt_logger.handlers[:] = logger.handlers[:1]
+    dlt_logger.propagate = False
 
 
 def _print_result(result: dict[str, Any], seconds: float) -> None:
@@ -246,6 +251,7 @@ def load_csv(
 
     dsn = to or database_url()
     started = time.monotonic()
+    _log_to_file()
     try:
         pinned = loader.pinned_columns(column or [])
         files, size = loader.matched_bytes(loader.source_for(location, replace, pinned))

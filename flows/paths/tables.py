@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from dlt.common.pipeline import LoadInfo
 from dlt.extract.resource import DltResource
 from dlt.pipeline.pipeline import Pipeline
 
-from cai_common import ConnectorConfigError, streams
+from cai_common import ConnectorConfigError, checks, streams
+from cai_common.checks import Check
 from cai_common.naming import table_name
-from cai_common.pg_types import accepts, comparable
+from cai_common.pg_types import accepts, comparable, dlt_column
 from dlt_destinations.postgres import PostgresDestinationConfig, copied_rows, existing_column_types
 from dlt_sources.filesystem import (
     BadFilesError,
@@ -101,12 +103,38 @@ def _run(
     return load_metrics(pipeline, extract_info, normalize_info, load_info), load_info
 
 
-def _load_pending(pipeline: Pipeline) -> None:
-    """Finish a load an earlier run left pending: its rows were extracted already and go first."""
-    if pipeline.has_pending_data:
-        pipeline.normalize()
+def _load_pending(pipeline: Pipeline, source: FileSourceOptions | None = None) -> None:
+    """Finish a load an earlier run left pending: its rows were extracted already and go first.
+
+    A CSV file whose typing pass ran beside its load (`cai_common.checks`) had its table created from
+    its first rows; the pass died with that run, so it runs again (with ``source``'s dialect) and the
+    COPY waits for its verdict as it would have.
+    """
+    if not pipeline.has_pending_data:
+        return
+    pipeline.normalize()
+    again: list[Check] = []
+    if source is not None:
+        from dlt_sources.filesystem import TYPED_BESIDE_LOAD, pass_again, pinned_types
+
+        for load_id in pipeline.list_normalized_load_packages():
+            state: dict[str, Any] = dict(pipeline.get_load_package_state(load_id))
+            waiting = state.get(TYPED_BESIDE_LOAD) or {}
+            jobs = pipeline.get_load_package_info(load_id).jobs
+            for job in [*jobs.get("new_jobs", []), *jobs.get("started_jobs", [])]:
+                found = waiting.get(str(os.stat(job.file_path).st_ino))
+                if found:
+                    check = Check(verdict=pass_again(Path(job.file_path), found["file_url"], source,
+                                                     pinned_types(source.columns)),
+                                  new_columns=frozenset(found["new_columns"]))
+                    checks.register(job.file_path, check)
+                    again.append(check)
+    try:
         info = pipeline.load(raise_on_failed_jobs=True)
-        copied_rows(list(info.loads_ids))  # counted by that load, not this run
+    finally:
+        for check in again:
+            checks.forget_check(check)
+    copied_rows(list(info.loads_ids))  # counted by that load, not this run
 
 
 def _check_existing_table(
@@ -164,11 +192,12 @@ def load_csv_files(
     pipeline = postgres_pipeline(pipeline_name, target, delimiter=delimiter, encoding=encoding)
     if legacy:
         adopt_legacy_ledger(pipeline, legacy)
+    _load_pending(pipeline, source)
     before = copy.deepcopy(files_ledger(pipeline.state) or {})
-    _load_pending(pipeline)
     stage_dir = Path(pipeline.working_dir) / "staged_csv"
     shutil.rmtree(stage_dir, ignore_errors=True)
     report = ReadReport()
+    disposition = "replace" if source.full_refresh else target.write_disposition
     resource = csv_tables(
         source.bucket_url(),
         source.file_pattern,
@@ -182,10 +211,15 @@ def load_csv_files(
         progress=progress,
         columns=source.columns,
         destination_types=existing_column_types(target.dsn(), target.schema_name),
+        # A merge COPYs into dlt's staging table and merges after: there the types are settled first.
+        type_beside_load=disposition != "merge",
     )
-    disposition = "replace" if source.full_refresh else target.write_disposition
     resource.apply_hints(write_disposition=disposition, primary_key=target.primary_key)
-    metrics, load_info = _run(pipeline, resource, stage_dir, raise_on_failed_jobs=False)
+    try:
+        metrics, load_info = _run(pipeline, resource, stage_dir, raise_on_failed_jobs=False)
+    finally:
+        settled = _settle_checks(report)
+    _record_widened(pipeline, settled)
     failed = _failed_files(load_info, report)
     if failed:
         forget_files(pipeline, [entry.file_url for entry in failed], before)
@@ -201,6 +235,39 @@ def load_csv_files(
     if bad and source.on_bad_file == "fail":
         raise BadFilesError(bad, metrics=metrics)
     return PathOutcome(rows=report.rows, summary=_summary(source, target, report, disposition), metrics=metrics)
+
+
+def _settle_checks(report: ReadReport) -> dict[str, dict[str, str]]:
+    """Wait for every typing pass of the run, count each file's records from its verdict, and forget
+    the checks. Returns table -> column -> type of the columns a load gave the verdict's types."""
+    widened: dict[str, dict[str, str]] = {}
+    for entry in report.files:
+        check = entry.check
+        if check is None:
+            continue
+        entry.check = None
+        checks.forget_check(check)
+        if not check.verdict.cancel():
+            wait([check.verdict])
+        if check.verdict.cancelled() or check.verdict.exception() is not None:
+            continue
+        entry.rows = check.verdict.result().rows
+        if check.altered:
+            widened.setdefault(entry.table, {}).update(check.altered)
+    return widened
+
+
+def _record_widened(pipeline: Pipeline, widened: dict[str, dict[str, str]]) -> None:
+    """Give the pipeline's schema the types its load gave new columns after their verdict, as the table has."""
+    if not widened:
+        return
+    schema = pipeline.default_schema
+    for table, columns in widened.items():
+        name = schema.naming.normalize_table_identifier(table)
+        for column, pg_type in columns.items():
+            schema.tables[name]["columns"][column].update(dlt_column(column, pg_type))  # type: ignore[typeddict-item]
+    schema._bump_version()
+    pipeline.schemas.save_schema(schema)
 
 
 def _failed_files(load_info: LoadInfo, report: ReadReport) -> dict[FileReport, str]:

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from dlt_sources.filesystem import inference
-from dlt_sources.filesystem.inference import widen
+from dlt_sources.filesystem.inference import ColumnTypes, widen
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -98,3 +98,14 @@ def test_plain_values_as_psql_writes_them_take_a_shortcut(values: list[str], pg_
 ])
 def test_a_value_no_shortcut_takes_is_typed_by_the_rule(values: list[str], expected: str) -> None:
     assert widen(None, pa.array(values)) == expected
+
+
+def test_a_column_empty_in_its_first_blocks_is_typed_by_its_later_values() -> None:
+    """A discharge date empty for the first blocks of an export is a date, not text; empty throughout, text."""
+    types = ColumnTypes(["discharged", "note"])
+    types.update(pa.record_batch([pa.array([None, None], pa.string())] * 2, names=["discharged", "note"]))
+    assert types.unseen() == ["discharged", "note"]
+    types.update(pa.record_batch([pa.array(["2024-07-20", None]), pa.array([None, None], pa.string())],
+                                 names=["discharged", "note"]))
+    assert types.result() == {"discharged": "date", "note": "text"}
+    assert types.unseen() == ["note"]
