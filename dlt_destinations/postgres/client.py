@@ -265,7 +265,7 @@ def _widen(cursor: Any, table: str, table_name: str, types: dict[str, str]) -> N
     """Give columns this load created the verdict's types; each must hold no value yet (another
     file of this load may have filled it: then the file's values cannot go in unchanged)."""
     for name, pg_type in types.items():
-        column = f'"{name}"'
+        column = psycopg2.extensions.quote_ident(name, cursor)
         cursor.execute(f"SELECT EXISTS (SELECT FROM {table} WHERE {column} IS NOT NULL)")
         if cursor.fetchone()[0]:
             has = _column_types(cursor, table)[name]
