@@ -21,6 +21,27 @@ def _without_expect_continue(request: Any, **_: Any) -> None:
     request.headers.pop("Expect", None)
 
 
+def _aiohttp_session_class() -> Any:
+    """aiobotocore's `AioSession`, imported without its optional httpx backend unless httpx is loaded.
+
+    aiobotocore imports httpx (with its CLI's rich and click: 6 MB, 0.1 s) wherever it is installed,
+    and Prefect installs it; every S3 client here talks through aiohttp. A process that has httpx
+    already (a Prefect flow run) loses nothing; one that has not (a direct run, `cai load-csv`) never
+    loads it. Other code importing httpx later gets it as usual.
+    """
+    import sys
+
+    if "aiobotocore.session" in sys.modules or {"httpx", "httpx2"} & sys.modules.keys():
+        from aiobotocore.session import AioSession
+        return AioSession
+    sys.modules["httpx"] = sys.modules["httpx2"] = None  # type: ignore[assignment]  # ImportError for both
+    try:
+        from aiobotocore.session import AioSession
+    finally:
+        del sys.modules["httpx"], sys.modules["httpx2"]
+    return AioSession
+
+
 @dataclass(frozen=True)
 class BoundedSockets:
     """An aiohttp socket factory: TCP keepalive, and TCP_USER_TIMEOUT (Linux) so a send that the peer
@@ -89,9 +110,10 @@ class S3Credentials(BaseConfig):
         (5 tries by default, around botocore's) would multiply that, so it makes one.
         """
         import fsspec
-        from aiobotocore.session import AioSession
 
         from dlt_destinations.s3.objects import S3ObjectStream
+
+        AioSession = _aiohttp_session_class()
 
         session = AioSession()
         session.register("before-send.s3", _without_expect_continue)

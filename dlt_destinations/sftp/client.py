@@ -55,11 +55,17 @@ def _translated(method: Any) -> Any:
     return call
 
 
+def _write_views(self: SSHFile, data: bytes) -> int:
+    """asyncssh cuts a write into requests of the server's write length, each held until the server
+    answers it: as slices of a memoryview they share the caller's bytes instead of copying them."""
+    return int(SSHFile.write(self, memoryview(data)))
+
+
 class SftpFile(SSHFile):
     """sshfs's file, raising OSError subclasses like every other filesystem here."""
 
     read = _translated(SSHFile.read)
-    write = _translated(SSHFile.write)
+    write = _translated(_write_views)
     _close = _translated(SSHFile._close)
 
 

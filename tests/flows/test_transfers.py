@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -229,6 +230,27 @@ def test_s3_to_s3_move_server_side_or_streamed_multipart(
         assert files["big.bin"]["sha256"] == hashlib.sha256(big).hexdigest()
         etag = fs.info(f"{bucket}/archive/big.bin")["ETag"].strip('"')
         assert etag.endswith("-6")  # a multipart upload of six 5 MB parts
+
+
+def test_an_s3_read_leaves_httpx_unloaded_and_importable(s3_bucket: dict[str, Any]) -> None:
+    """aiobotocore imports httpx (6 MB with rich and click) wherever it is installed; every S3 client here
+    talks through aiohttp, so a process without httpx reads S3 without loading it (bench/transfer.py:
+    S3 -> folder 132 -> 126 MB). Checked in a fresh process that reads an object from a real S3 server;
+    httpx still imports afterwards, for whatever else needs it."""
+    import subprocess
+    import sys
+
+    s3_bucket["fs"].pipe_file(f"{s3_bucket['bucket']}/in/x.bin", b"abc" * 1000)
+    code = ("import json, sys\n"
+            "from dlt_destinations.s3.credentials import S3Credentials\n"
+            "fs = S3Credentials.model_validate(json.loads(sys.argv[1])).filesystem()\n"
+            "data = fs.open_stream(sys.argv[2]).read(1 << 20)\n"
+            "print(len(data), 'httpx' in sys.modules)\n"
+            "import httpx\n"
+            "print(httpx.Client.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(s3_bucket["credentials"]),
+                           f"{s3_bucket['bucket']}/in/x.bin"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.split() == ["3000", "False", "Client"], done.stdout + done.stderr
 
 
 def test_a_transfer_process_never_imports_the_csv_or_query_readers() -> None:
