@@ -188,7 +188,7 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             return True
 
         def validate_password(self, username: str, password: str) -> bool:
-            return username in ("loader", "flaky", "norename", "plainrename") and password == "sftp-pass-123"
+            return username in ("loader", "flaky", "norename", "plainrename", "slow") and password == "sftp-pass-123"
 
         def public_key_auth_supported(self) -> bool:
             return True
@@ -200,6 +200,13 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             if offset + len(data) > 1024 * 1024:
                 raise asyncssh.SFTPFailure("No space left on device")
             return super().write(file_obj, offset, data)
+
+    class SlowDisk(asyncssh.SFTPServer):
+        """The `slow` user's session: every write request is answered 0.3 s after it arrives."""
+
+        async def write(self, file_obj: object, offset: int, data: bytes) -> None:
+            await asyncio.sleep(0.3)
+            super().write(file_obj, offset, data)
 
     class PlainRenameOnly(asyncssh.SFTPServer):
         """The `plainrename` user's session: SFTP v3 rename only, no posix-rename extension."""
@@ -213,7 +220,7 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         def rename(self, oldpath: bytes, newpath: bytes) -> object:
             raise asyncssh.SFTPOpUnsupported("rename not supported")
 
-    sessions = {"flaky": DiskFillsUp, "plainrename": PlainRenameOnly, "norename": NoRename}
+    sessions = {"flaky": DiskFillsUp, "plainrename": PlainRenameOnly, "norename": NoRename, "slow": SlowDisk}
 
     def sftp_session(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
         session = sessions.get(chan.get_extra_info("username"), asyncssh.SFTPServer)

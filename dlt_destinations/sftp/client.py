@@ -10,9 +10,12 @@ of the old entry. Nothing here ever trusts every key.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import re
 import shlex
 import socket
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -55,18 +58,47 @@ def _translated(method: Any) -> Any:
     return call
 
 
-def _write_views(self: SSHFile, data: bytes) -> int:
-    """asyncssh cuts a write into requests of the server's write length, each held until the server
-    answers it: as slices of a memoryview they share the caller's bytes instead of copying them."""
-    return int(SSHFile.write(self, memoryview(data)))
+WRITES_IN_FLIGHT = 4
+"""Writes a file keeps going at once: the server is never left waiting between them."""
 
 
 class SftpFile(SSHFile):
-    """sshfs's file, raising OSError subclasses like every other filesystem here."""
+    """sshfs's file, raising OSError subclasses like every other filesystem here, writing behind.
+
+    sshfs waits for each write to be acknowledged whole before the next one starts, so the link
+    stands idle between writes, less so the bigger they are (hence 4 MB writes and their memory).
+    Here each write goes out at its offset and the caller goes on, up to `WRITES_IN_FLIGHT`;
+    asyncssh cuts each into requests of the server's write length, from a memoryview of the
+    caller's bytes (no copy). A write the server refused is raised by a later write or by `close`,
+    which waits for every one and closes the handle regardless; the caller then removes the file.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight: deque[concurrent.futures.Future[int]] = deque()
+        self._written = 0
 
     read = _translated(SSHFile.read)
-    write = _translated(_write_views)
-    _close = _translated(SSHFile._close)
+
+    @_translated
+    def write(self, data: bytes) -> int:
+        sent = asyncio.run_coroutine_threadsafe(self._file.write(memoryview(data), self._written), self.loop)
+        self._written += len(data)
+        self._in_flight.append(sent)
+        while len(self._in_flight) > WRITES_IN_FLIGHT:
+            self._in_flight.popleft().result()
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written if self.writable() else int(SSHFile.tell(self))
+
+    @_translated
+    def _close(self) -> None:
+        try:
+            while self._in_flight:
+                self._in_flight.popleft().result()
+        finally:
+            SSHFile._close(self)
 
 
 class SftpFileSystem(SSHFileSystem):

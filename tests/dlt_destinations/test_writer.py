@@ -89,6 +89,42 @@ def test_sftp_copies_are_hashed_by_the_server_where_the_login_may_and_read_back_
     assert done.verified == "hash" and (sftp_server["root"] / tmp_path.name / "scan.bin").read_bytes() == data
 
 
+def test_sftp_writes_go_out_behind_the_caller_and_a_refused_one_fails_the_close(
+    tmp_path: Path, sftp_server: dict[str, Any],
+) -> None:
+    """Writes are not awaited one by one (the link would stand idle between them): on a server that
+    answers each write 0.3 s late, four writes return at once, and the file holds every byte once
+    closed. A write the server refuses (a full disk) while the caller goes on is raised by `close`,
+    with the server's reason."""
+    from dlt_destinations.sftp.client import SftpServerError
+
+    def filesystem(user: str) -> Any:
+        config = DESTINATIONS.parse("sftp", {
+            "host": sftp_server["host"], "port": sftp_server["port"], "username": user,
+            "password": "sftp-pass-123", "path": f"/{tmp_path.name}", "known_hosts": sftp_server["known_hosts"]})
+        return DESTINATIONS.kind("sftp").file_target(config).fs
+
+    pieces = [os.urandom(100_000) for _ in range(4)]
+    fs = filesystem("slow")
+    fs.makedirs(f"/{tmp_path.name}", exist_ok=True)
+    out = fs.open(f"/{tmp_path.name}/behind.bin", "wb")
+    started = time.monotonic()
+    for piece in pieces:
+        out.write(piece)
+    returned = time.monotonic() - started
+    out.close()
+    assert returned < 0.25, f"four writes took {returned:.2f} s: each waited for the server's answer"
+    assert time.monotonic() - started >= 0.3  # close waited for the answers
+    assert (sftp_server["root"] / tmp_path.name / "behind.bin").read_bytes() == b"".join(pieces)
+
+    fs = filesystem("flaky")  # writes fail past 1 MB
+    out = fs.open(f"/{tmp_path.name}/full.bin", "wb")
+    out.write(os.urandom(MB))
+    out.write(os.urandom(MB))  # refused by the server, raised later
+    with pytest.raises(SftpServerError, match="sftp server: No space left on device"):
+        out.close()
+
+
 @pytest.mark.parametrize(("commands", "verified"), [
     (["openssl", "sha256sum"], "hash (server)"),
     (["openssl"], "hash (server)"),  # OpenSSL is asked first
