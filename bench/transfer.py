@@ -160,6 +160,7 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
         for name, cmd, landed, moves in runs:
             if not fs.exists(key):
                 fs.put_file(str(source), key)
+            os.sync()  # the previous copy's dirty pages are written now, not during this one (rclone never syncs)
             m = measure(cmd, env)
             assert landed.stat().st_size == source.stat().st_size, f"{name}: wrong size at {landed}"
             assert fs.exists(key) != moves, f"{name}: the source was {'not ' if moves else ''}moved"
