@@ -71,6 +71,8 @@ class SftpFile(SSHFile):
     asyncssh cuts each into requests of the server's write length, from a memoryview of the
     caller's bytes (no copy). A write the server refused is raised by a later write or by `close`,
     which waits for every one and closes the handle regardless; the caller then removes the file.
+    With the writer's 1 MB pieces, moving 1 GiB from S3 to OpenSSH peaked at 153 MB against 174 MB
+    in 4 MB writes each awaited whole, and took a little less time (bench/transfer.py).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -14,11 +14,7 @@ def file_target(config: SftpDestinationConfig) -> FileTarget:
 
     fs = open_sftp(config)
     return FileTarget("sftp", fs, config.path.rstrip("/") or "/", atomic_rename=config.atomic_rename,
-                      reopen=lambda: open_sftp(config), remote_sha256=fs.remote_sha256,
-                      # 1 MB writes, four in flight (SftpFile): ~16 requests of ~255 KB always out,
-                      # none awaited before the next write (bench/transfer.py: 1 GiB S3 -> OpenSSH
-                      # 174 -> 153 MB peak and a little faster than 4 MB writes each awaited whole)
-                      chunk_size=1024 * 1024)
+                      reopen=lambda: open_sftp(config), remote_sha256=fs.remote_sha256)
 
 
 def probe(config: SftpDestinationConfig) -> Probe:
