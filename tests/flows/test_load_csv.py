@@ -140,11 +140,13 @@ def test_csv_edge_cases_load_or_fail_in_one_line(config_store: str, tmp_path: Pa
 
 def test_load_csv_runs_on_dlts_driver_alone(config_store: str, tmp_path: Path, schema_name: str) -> None:
     """`cai load-csv` opens PostgreSQL only through psycopg2, which dlt's destination loads anyway: psycopg 3
-    would add 16 MB to a process whose goal is 150 MB (bench/load_csv.py). Checked in the process itself,
+    would add 16 MB to a process whose goal is 150 MB (bench/load_csv.py). Nor does it import
+    pydantic-settings for cai's settings (0.07-0.1 s and about 1 MB). Checked in the process itself,
     after a real load, by a handler that runs once the command has finished."""
     awkward_csv(tmp_path / "visits.csv")
     probe = ("import atexit, sys\n"
              "atexit.register(lambda: print('psycopg 3 loaded:', 'psycopg' in sys.modules))\n"
+             "atexit.register(lambda: print('pydantic-settings loaded:', 'pydantic_settings' in sys.modules))\n"
              f"sys.argv = ['cai', 'load-csv', '{tmp_path}/visits.csv', '--to', '{config_store}', "
              f"'--schema', '{schema_name}']\n"
              "from flows.cli import main\n"
@@ -153,4 +155,5 @@ def test_load_csv_runs_on_dlts_driver_alone(config_store: str, tmp_path: Path, s
                           timeout=240, check=False, env={**os.environ, "COLUMNS": "250"})
     assert "loaded 5 rows" in done.stdout, done.stdout + done.stderr
     assert "psycopg 3 loaded: False" in done.stdout, done.stdout + done.stderr
+    assert "pydantic-settings loaded: False" in done.stdout, done.stdout + done.stderr
     assert _count(config_store, schema_name, "visits") == 5
