@@ -22,11 +22,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows of the table benchmarks (then twice that)")
     parser.add_argument("--mb", type=int, default=1024, help="size of the transferred object in MB")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of each method and its reference, the fastest counted (start-up: its own 5)")
     args = parser.parse_args()
-    runs = [("CSV -> table", ["load_csv.py", "--rows", str(args.rows)]),
-            ("query -> CSV file", ["export_csv.py", "--rows", str(args.rows)]),
-            ("table -> table", ["table_to_table.py", "--rows", str(args.rows)]),
-            ("transfers", ["transfer.py", "--mb", str(args.mb)]),
+    repeats = ["--repeats", str(args.repeats)]
+    runs = [("CSV -> table", ["load_csv.py", "--rows", str(args.rows), *repeats]),
+            ("query -> CSV file", ["export_csv.py", "--rows", str(args.rows), *repeats]),
+            ("table -> table", ["table_to_table.py", "--rows", str(args.rows), *repeats]),
+            ("transfers", ["transfer.py", "--mb", str(args.mb), *repeats]),
             ("start-up", ["startup.py"])]
     failed = []
     for title, (script, *options) in runs:

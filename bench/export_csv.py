@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_arguments, measure, scratch_database  # noqa: E402
+from common import bench_arguments, fastest, measure, scratch_database, settle  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -84,10 +84,16 @@ def main() -> None:
     for rows in (args.rows, 2 * args.rows):
         query = f"SELECT * FROM lab_results WHERE result_id <= {rows} ORDER BY result_id"
         psql_out, old_out = args.work / f"psql_{rows}.csv", args.work / f"old_{rows}.csv"
-        psql = measure(["psql", dsn, "-X", "-q", "-c", f"\\copy ({query}) to '{psql_out}' csv header"], env)
-        old = measure([str(BIN / "python"), "-c", OLD_WAY, dsn, query, str(old_out)], env)
-        product = measure([str(BIN / "python"), "-c", PRODUCT, dsn, query, str(args.work / "product"),
-                           f"product_{rows}.csv"], env)
+        psqls, products = [], []
+        for _ in range(args.repeats):  # alternating, each from a quiet disk
+            settle(dsn)
+            psqls.append(measure(["psql", dsn, "-X", "-q", "-c", f"\\copy ({query}) to '{psql_out}' csv header"], env))
+            settle(dsn)
+            products.append(measure([str(BIN / "python"), "-c", PRODUCT, dsn, query, str(args.work / "product"),
+                                     f"product_{rows}.csv"], env))
+        psql, product = fastest(psqls), fastest(products)
+        settle(dsn)
+        old = measure([str(BIN / "python"), "-c", OLD_WAY, dsn, query, str(old_out)], env)  # 5x psql: once
         mb = psql_out.stat().st_size / 1e6
         identical = filecmp.cmp(psql_out, args.work / "product" / f"product_{rows}.csv", shallow=False)
         for name, m in (("psql \\copy to (limit)", psql), ("psycopg2 cursor + csv.writer (old)", old),
@@ -103,8 +109,9 @@ def main() -> None:
         secs = work if work is not None else wall
         print(f"{name:36} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{work:.2f}' if work else '-'):>7} "
               f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {wall / psql_s[rows]:>5.2f}x {rss:>12.0f}")
-    print("\nwork s = the export itself, timed inside the process after imports; vs psql uses it when present;"
-          " whole = wall time as a multiple of psql's.")
+    print(f"\nbest of {args.repeats} runs for psql and cai (alternating; peak RSS the highest). work s = the export "
+          "itself, timed inside the process after imports; vs psql uses it when present; whole = wall time as a "
+          "multiple of psql's.")
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS cai_bench_export WITH (FORCE)")
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Measured, bench_arguments, measure  # noqa: E402
+from common import Measured, bench_arguments, fastest, measure, settle  # noqa: E402
 from make_csv import DDL, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,28 +51,19 @@ def with_db(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-# Each of psql and cai runs this many times; the best run counts, so background writes (checkpoints,
-# autovacuum) left by the previous method do not decide the ratio.
-REPEATS = 2
-
-
-def checkpoint(dsn: str) -> None:
-    """Flush dirty pages so the next measurement starts from the same state as the previous one."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
-
-
-def best(cmd: list[str], env: dict[str, str], dsn: str, reset_psql: bool = False) -> Measured:
-    """The fastest of REPEATS runs, each after a checkpoint (and a fresh psql target table)."""
+def best(cmd: list[str], env: dict[str, str], dsn: str, repeats: int, reset_psql: bool = False) -> Measured:
+    """The fastest of ``repeats`` runs by load time, each from a quiet disk (and a fresh psql target table),
+    so background writes (checkpoints, autovacuum) left by the previous method do not decide the ratio;
+    peak RSS is the highest of them."""
     runs = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         if reset_psql:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("DROP TABLE IF EXISTS bench_psql")
                 conn.execute(DDL.format(t="bench_psql"))
-        checkpoint(dsn)
+        settle(dsn)
         runs.append(measure(cmd, env))
-    return min(runs, key=lambda m: load_seconds(m) or m.seconds)
+    return fastest(runs, key=lambda m: load_seconds(m) or m.seconds)
 
 
 def load_seconds(measured: Measured) -> float | None:
@@ -104,21 +95,21 @@ def main() -> None:
         if not path.exists():
             write(path, rows, dsn)
         mb = path.stat().st_size / 1e6
-        psql = best(["psql", dsn, "-q", "-c", f"\\copy bench_psql from '{path}' csv header"], env, dsn,
+        psql = best(["psql", dsn, "-q", "-c", f"\\copy bench_psql from '{path}' csv header"], env, dsn, args.repeats,
                     reset_psql=True)
         results.append(("psql \\copy (limit)", rows, mb, psql.seconds, None, psql.peak_rss_mb))
         cai = best([str(BIN / "cai"), "load-csv", str(path), "--to", dsn, "--schema", "bench_cai", "--replace"],
-                   {**env, "COLUMNS": "200"}, dsn)
+                   {**env, "COLUMNS": "200"}, dsn, args.repeats)
         results.append(("cai load-csv (this product)", rows, mb, cai.seconds, load_seconds(cai), cai.peak_rss_mb))
         source = catalog.define_source(f"bench {rows}", "filesystem", {
             "path": str(path.parent), "file_pattern": path.name, "full_refresh": True})
         destination = catalog.define_destination(f"bench {rows}", "postgres", {
             "connection_string": dsn, "schema": "bench_connector"})
         connector = catalog.create_connector(f"bench {rows}", source, destination)
-        run = best([str(BIN / "cai"), "run", str(connector)], connector_env, dsn)
+        run = best([str(BIN / "cai"), "run", str(connector)], connector_env, dsn, args.repeats)
         results.append(("cai run, a connector (direct)", rows, mb, run.seconds, load_seconds(run), run.peak_rss_mb))
         if not args.skip_arrow:  # last: its long write burst would slow whatever runs after it
-            checkpoint(dsn)
+            settle(dsn)
             arrow = measure([str(BIN / "python"), "-c", ARROW_LOAD, str(path), dsn], env)
             results.append(("transcoded (pyarrow) -> COPY", rows, mb, arrow.seconds, load_seconds(arrow),
                             arrow.peak_rss_mb))
@@ -133,9 +124,9 @@ def main() -> None:
         secs = load if load is not None else wall
         print(f"{name:30} {rows:>9} {mb:>6.0f} {wall:>7.2f} {(f'{load:.2f}' if load else '-'):>7} "
               f"{mb / secs:>7.1f} {psql_s[rows] / secs:>7.2f}x {wall / psql_s[rows]:>5.2f}x {rss:>12.0f}")
-    print(f"\nbest of {REPEATS} runs for psql and cai. vs psql = psql time / this method's load time (in-process,"
-          " after imports); whole = this method's wall time (Python start-up and imports included) as a multiple"
-          " of psql's.")
+    print(f"\nbest of {args.repeats} runs for psql and cai (peak RSS the highest). vs psql = psql time / this "
+          "method's load time (in-process, after imports); whole = this method's wall time (Python start-up and "
+          "imports included) as a multiple of psql's.")
     subprocess.run(["psql", args.dsn, "-q", "-c", "DROP DATABASE IF EXISTS cai_bench WITH (FORCE)"], check=False)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_arguments, measure, scratch_database  # noqa: E402
+from common import bench_arguments, fastest, measure, scratch_database, settle  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -73,13 +73,17 @@ def main() -> None:
         target = f"bench_psql.rows_{rows}"
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"CREATE TABLE {target} (LIKE lab_results)")
-            conn.execute("CHECKPOINT")
         pipe = (f"psql '{dsn}' -X -q -c \"\\copy ({query}) to stdout\" | "
                 f"psql '{dsn}' -X -q -c \"\\copy {target} from stdin\"")
-        psql = measure(["bash", "-o", "pipefail", "-c", pipe], env)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")
-        product = measure([str(BIN / "python"), "-c", PRODUCT, dsn, query, f"rows_{rows}"], env)
+        psqls, products = [], []
+        for _ in range(args.repeats):  # alternating, each from a quiet disk; the product replaces its table
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"TRUNCATE {target}")
+            settle(dsn)
+            psqls.append(measure(["bash", "-o", "pipefail", "-c", pipe], env))
+            settle(dsn)
+            products.append(measure([str(BIN / "python"), "-c", PRODUCT, dsn, query, f"rows_{rows}"], env))
+        psql, product = fastest(psqls), fastest(products)
         with psycopg.connect(dsn) as conn:
             same_types = (conn.execute(TYPES, (f"bench_cai.rows_{rows}",)).fetchall()
                           == conn.execute(TYPES, ("lab_results",)).fetchall())
@@ -98,8 +102,9 @@ def main() -> None:
         secs = work if work is not None else wall
         print(f"{name:42} {rows:>9} {wall:>7.2f} {(f'{work:.2f}' if work else '-'):>7} "
               f"{psql_s[rows] / secs:>7.2f}x {wall / psql_s[rows]:>5.2f}x {rss:>12.0f}")
-    print("\nwork s = the copy itself, timed inside the process after imports; vs psql uses it when present;"
-          " whole = wall time as a multiple of psql's.")
+    print(f"\nbest of {args.repeats} runs for psql and cai (alternating; peak RSS the highest). work s = the copy "
+          "itself, timed inside the process after imports; vs psql uses it when present; whole = wall time as a "
+          "multiple of psql's.")
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS cai_bench_t2t WITH (FORCE)")
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure  # noqa: E402
+from common import Measured, fastest, measure, settle  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KEY, SECRET, BUCKET = "bench-key", "bench-secret", "bench-transfer"
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cai-bench-transfer"))
     parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                         help="the config store a connector run has (DATABASE_URL)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of rclone and the product to each destination, alternating; the fastest counts "
+                             "(peak RSS: the highest)")
     args = parser.parse_args()
     if not shutil.which("rclone"):
         raise SystemExit("needs rclone: apt-get install rclone")
@@ -141,13 +144,15 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
            "RCLONE_CONFIG_NAS_KNOWN_HOSTS_FILE": str(ssh / "known_hosts")}
     sftp = {"host": "127.0.0.1", "port": sftp_port, "username": user, "pkey_path": str(ssh / "client_key"),
             "path": str(drop), "known_hosts": str(ssh / "known_hosts")}
-    runs = [
+    to_folder = [
         ("rclone copyto S3 -> folder (reference)",
          ["rclone", "copyto", f"src:{key}", str(args.work / "rclone" / "object.bin")],
          args.work / "rclone" / "object.bin", False),
         ("cai move S3 -> folder (hash verified)",
          [str(BIN / "python"), "-c", PRODUCT, endpoint, BUCKET, "nfs", json.dumps({"path": str(args.work / "folder")})],
          args.work / "folder" / "object.bin", True),
+    ]
+    to_sftp = [
         ("rclone copyto S3 -> SFTP (reference)",
          ["rclone", "copyto", f"src:{key}", f"nas:{drop}/rclone.bin"], drop / "rclone.bin", False),
         ("cai move S3 -> SFTP (hash verified)",
@@ -155,23 +160,30 @@ def run(args: argparse.Namespace, endpoint: str, sftp_port: int) -> None:
     ]
     print(f"object: {size_mb:.0f} MB; S3: moto on loopback; SFTP: Debian's OpenSSH on loopback")
     print(f"\n{'method':42} {'wall s':>7} {'MB/s':>7} {'work s':>7} {'MB/s':>7} {'whole':>6} {'peak RSS MB':>12}")
-    reference = 0.0
     try:
-        for name, cmd, landed, moves in runs:
-            if not fs.exists(key):
-                fs.put_file(str(source), key)
-            os.sync()  # the previous copy's dirty pages are written now, not during this one (rclone never syncs)
-            m = measure(cmd, env)
-            assert landed.stat().st_size == source.stat().st_size, f"{name}: wrong size at {landed}"
-            assert fs.exists(key) != moves, f"{name}: the source was {'not ' if moves else ''}moved"
-            landed.unlink()
-            work = float(m.stdout.rsplit(" in ", 1)[1].split()[0]) if moves else m.seconds
-            reference = reference if moves else m.seconds  # rclone, to the same place, just before
-            print(f"{name:42} {m.seconds:>7.2f} {size_mb / m.seconds:>7.1f} {work:>7.2f} {size_mb / work:>7.1f} "
-                  f"{m.seconds / reference:>5.2f}x {m.peak_rss_mb:>12.0f}")
+        for runs in (to_folder, to_sftp):
+            measured: dict[str, list[Measured]] = {name: [] for name, *_ in runs}
+            for _ in range(args.repeats):  # rclone and the product alternate
+                for name, cmd, landed, moves in runs:
+                    if not fs.exists(key):
+                        fs.put_file(str(source), key)
+                    settle()  # the last copy's dirty pages are written now, not during this one (rclone never syncs)
+                    m = measure(cmd, env)
+                    assert landed.stat().st_size == source.stat().st_size, f"{name}: wrong size at {landed}"
+                    assert fs.exists(key) != moves, f"{name}: the source was {'not ' if moves else ''}moved"
+                    landed.unlink()
+                    measured[name].append(m)
+            reference = 0.0
+            for name, _cmd, _landed, moves in runs:
+                m = fastest(measured[name])
+                work = float(m.stdout.rsplit(" in ", 1)[1].split()[0]) if moves else m.seconds
+                reference = reference if moves else m.seconds  # rclone, to the same place
+                print(f"{name:42} {m.seconds:>7.2f} {size_mb / m.seconds:>7.1f} {work:>7.2f} {size_mb / work:>7.1f} "
+                      f"{m.seconds / reference:>5.2f}x {m.peak_rss_mb:>12.0f}")
     finally:
         shutil.rmtree(drop, ignore_errors=True)
-    print("\nwall = the whole process (start-up and imports included); work = the transfer itself, timed")
+    print(f"\nbest of {args.repeats} runs of each (alternating; peak RSS the highest).")
+    print("wall = the whole process (start-up and imports included); work = the transfer itself, timed")
     print("inside the process after imports (rclone: its wall time); whole = wall time as a multiple of rclone's")
     print("to the same destination.")
 
