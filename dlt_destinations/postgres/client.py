@@ -16,6 +16,11 @@
 5. A `replace` load empties its table in the COPY's own transaction. dlt truncates every replaced
    table in a transaction of its own before any job runs, so a file PostgreSQL then refused left the
    table empty: its old rows were gone and nothing replaced them.
+6. A job lands its rows once. dlt marks a job done by moving its file after the job's transaction
+   committed; a process that died between the two left a job dlt runs again in the next run, which
+   COPYed an appended file's rows a second time (and failed for good on the pipeline state's unique
+   row id). Each COPY and INSERT job now records itself in `_cai_landed_jobs` in its own transaction,
+   and a job that finds itself there lands nothing (`_landed`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dlt.common.storages.file_storage import FileStorage
 from dlt.destinations.impl.postgres.factory import PostgresTypeMapper
 from dlt.destinations.impl.postgres.factory import postgres as dlt_postgres
 from dlt.destinations.impl.postgres.postgres import PostgresClient, PostgresCsvCopyJob
+from dlt.destinations.insert_job_client import InsertValuesLoadJob
 
 from cai_common import CaiError, checks, progress, streams
 from cai_common.pg_types import accepts, comparable
@@ -132,14 +138,19 @@ class ExactCsvCopyJob(PostgresCsvCopyJob):
                                 sql_client.native_connection.cursor() as cursor:
                             # Values without an offset loaded into timestamptz mean UTC, whatever the server's zone.
                             cursor.execute("SET LOCAL TIME ZONE 'UTC'")
-                            if replacing is not None and not replacing.emptied:
-                                cursor.execute(f"TRUNCATE TABLE {table}")
-                            if check is None:
-                                cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
+                            done, emptied = _landed(sql_client, self._load_id, self.job_id(), table_name)
+                            if done:  # committed by a process that died before dlt marked the job done
+                                copied = 0
                             else:
-                                _widen(cursor, table, table_name, widen)
-                                _checked_copy(cursor, copy_sql, rows, check, table, table_name)
-                            copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
+                                if replacing is not None and not (replacing.emptied or emptied):
+                                    cursor.execute(f"TRUNCATE TABLE {table}")
+                                if check is None:
+                                    cursor.copy_expert(copy_sql, progress.Counted(rows), size=COPY_READ_SIZE)
+                                else:
+                                    _widen(cursor, table, table_name, widen)
+                                    _checked_copy(cursor, copy_sql, rows, check, table, table_name)
+                                copied = cursor.rowcount  # PostgreSQL's own count: `COPY n`
+                                _land(sql_client, self._load_id, self.job_id(), table_name)
                         if replacing is not None:
                             replacing.emptied = True
                 except _Widen as again:  # rolled back: the new columns get the verdict's types, and again
@@ -276,6 +287,61 @@ def _widen(cursor: Any, table: str, table_name: str, types: dict[str, str]) -> N
 DDL_LOCK = 1667328372
 """First key of the advisory lock that serializes DDL on one dataset (the second: hashtext of its name)."""
 
+LANDED_TABLE = "_cai_landed_jobs"
+"""Load jobs of unfinished loads whose rows committed, one row each, written in the job's own transaction
+(rows of a load go when dlt records the load complete)."""
+
+
+def _landed_table(sql_client: Any) -> str:
+    return str(sql_client.make_qualified_table_name(LANDED_TABLE))
+
+
+def _create_landed_table(sql_client: Any) -> None:
+    """Create `_cai_landed_jobs` in the dataset; call it under the dataset's DDL lock."""
+    sql_client.execute_sql(f"CREATE TABLE IF NOT EXISTS {_landed_table(sql_client)} (load_id text NOT NULL, "
+                           "job_id text NOT NULL, table_name text NOT NULL, landed_at timestamptz NOT NULL "
+                           "DEFAULT now(), PRIMARY KEY (load_id, job_id))")
+
+
+def _has_landed_table(sql_client: Any) -> bool:
+    return sql_client.execute_sql("SELECT to_regclass(%s)", _landed_table(sql_client))[0][0] is not None
+
+
+def _landed(sql_client: Any, load_id: str, job_id: str, table_name: str) -> tuple[bool, bool]:
+    """In a job's transaction: whether this job's rows committed already, and whether any job of this
+    load committed rows to its table (which then has been emptied, if the load replaces it)."""
+    landed = _landed_table(sql_client)
+    if not _has_landed_table(sql_client):
+        # a package left by a version without the table (each load creates it in `initialize_storage`)
+        sql_client.execute_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", DDL_LOCK, sql_client.dataset_name)
+        _create_landed_table(sql_client)
+        return False, False
+    done, any_job = sql_client.execute_sql(
+        f"SELECT coalesce(bool_or(job_id = %s), false), count(*) > 0 FROM {landed} "
+        "WHERE load_id = %s AND table_name = %s", job_id, load_id, table_name)[0]
+    return bool(done), bool(any_job)
+
+
+def _land(sql_client: Any, load_id: str, job_id: str, table_name: str) -> None:
+    """In a job's transaction, after its rows: the job has landed (commits or rolls back with them)."""
+    sql_client.execute_sql(f"INSERT INTO {_landed_table(sql_client)} (load_id, job_id, table_name) "
+                           "VALUES (%s, %s, %s)", load_id, job_id, table_name)
+
+
+class OnceInsertValuesJob(InsertValuesLoadJob):
+    """dlt's INSERT job (the pipeline state's row), run once: a job whose rows committed in a process
+    that died before dlt marked it done lands nothing again (its row id is unique: the insert failed)."""
+
+    def run(self) -> None:
+        self._sql_client = sql_client = self._job_client.sql_client
+        table_name = self.load_table_name
+        with sql_client.begin_transaction():
+            if _landed(sql_client, self._load_id, self.job_id(), table_name)[0]:
+                return
+            for fragments in self._insert(sql_client.make_qualified_table_name(table_name), self._file_path):
+                sql_client.execute_fragments(fragments)
+            _land(sql_client, self._load_id, self.job_id(), table_name)
+
 
 class CaiPostgresClient(PostgresClient):
     """dlt's postgres job client, COPYing CSV load files with ExactCsvCopyJob, its DDL serialized per schema.
@@ -300,6 +366,14 @@ class CaiPostgresClient(PostgresClient):
         with self.sql_client.begin_transaction():
             self._lock_ddl()
             super().initialize_storage(truncate_tables)
+            _create_landed_table(self.sql_client)
+
+    def complete_load(self, load_id: str) -> None:
+        """Record the load (dlt), then forget its landed jobs: none of them runs again once every job's
+        file is marked done, which is when dlt calls this."""
+        super().complete_load(load_id)
+        if _has_landed_table(self.sql_client):
+            self.sql_client.execute_sql(f"DELETE FROM {_landed_table(self.sql_client)} WHERE load_id = %s", load_id)
 
     def _execute_schema_update_sql(self, only_tables: Any, store_schema: bool = True) -> Any:
         # dlt runs this in its DDL transaction and reads the existing tables first: after the lock,
@@ -315,6 +389,8 @@ class CaiPostgresClient(PostgresClient):
         job = super().create_load_job(table, file_path, load_id, restore)
         if type(job) is PostgresCsvCopyJob:
             job = ExactCsvCopyJob(file_path)
+        elif type(job) is InsertValuesLoadJob:
+            job = OnceInsertValuesJob(file_path)
         elif _replaces(table) and not isinstance(job, ExactCsvCopyJob):
             # nothing else empties a replaced table: it would be appended to instead
             raise DestinationTerminalException(

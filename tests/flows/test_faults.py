@@ -519,3 +519,113 @@ def test_secrets_a_server_echoes_back_appear_nowhere_in_a_direct_run(
         for secret in secrets:
             assert secret not in output, f"`{secret}` leaked into: {output[:300]}"
     assert files_holding(tmp_path / "home", secrets) == []  # runs.log, dlt's pipelines
+
+
+# A process killed after a load job's transaction committed and before dlt marked the job done (its
+# file moved to completed_jobs): the next run finishes that package, and must land nothing twice.
+_DIES_AFTER_COMMIT = """
+import os, sys
+from dlt_destinations.postgres import client
+job, table = getattr(client, sys.argv[1]), sys.argv[2]
+committed = job.run
+def run(self):
+    committed(self)
+    if table in ("*", self.load_table_name):
+        os._exit(9)
+job.run = run
+from flows.cli import app
+sys.argv = ["cai", "load-csv", *sys.argv[3:]]
+app()
+"""
+
+
+def _psql_export(url: str, path: Path, first: int, last: int) -> None:
+    """Visits as psql writes them: leading-zero MRNs, fractional-second timestamps, NULLs."""
+    query = (f"SELECT g AS visit_id, lpad(g::text, 8, '0') AS mrn, "
+             f"timestamptz '2026-01-01 08:00:00.123456+00' + g * interval '1 minute' AS seen_at, "
+             f"CASE WHEN g % 7 = 0 THEN NULL ELSE g * 1.5 END AS dose FROM generate_series({first}, {last}) g")
+    subprocess.run(["psql", url, "-X", "-q", "-c", f"\\copy ({query}) to '{path}' csv header"], check=True)
+
+
+def _load_csv(args: list[str], pipelines: Path, dies_after: tuple[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    from tests.flows.test_cli import CAI
+
+    env = {**os.environ, "CAI_PIPELINES_DIR": str(pipelines), "COLUMNS": "250"}
+    if dies_after is None:
+        return subprocess.run([CAI, "load-csv", *args], env=env, capture_output=True, text=True, timeout=240,
+                              check=False)
+    return subprocess.run([str(Path(CAI).parent / "python"), "-c", _DIES_AFTER_COMMIT, *dies_after, *args],
+                          env=env, capture_output=True, text=True, timeout=240, check=False)
+
+
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _execute(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute(sql)
+
+
+@pytest.mark.parametrize("job", ["ExactCsvCopyJob", "OnceInsertValuesJob"])
+def test_a_process_killed_after_a_job_committed_lands_nothing_twice(
+    config_store: str, schema_name: str, tmp_path: Path, job: str,
+) -> None:
+    """Killed once the file's COPY committed (its rows would land twice), or once the pipeline state's
+    INSERT committed (its unique row id failed the next run: seen in CI), before dlt marked the job
+    done. The next `cai load-csv` finishes the dead run's package: every row lands once."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _psql_export(config_store, folder / "visits.csv", 1, 5000)
+    pipelines = tmp_path / "pipelines"
+    target = [str(folder / "visits.csv"), "--to", config_store, "--schema", schema_name]
+    table = "visits" if job == "ExactCsvCopyJob" else "_dlt_pipeline_state"
+    dead = _load_csv(target, pipelines, dies_after=(job, table))
+    assert dead.returncode == 9, dead.stdout + dead.stderr
+    assert list(pipelines.glob("load_csv_*/load/normalized/*/started_jobs/*")), "no job was left started"
+
+    again = _load_csv(target, pipelines)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _rows(config_store, f'SELECT count(*), count(DISTINCT visit_id) FROM "{schema_name}".visits') == [
+        (5000, 5000)]
+    assert _rows(config_store, f'SELECT count(*) FROM "{schema_name}"._dlt_pipeline_state') == [(1,)]
+    # every value as psql wrote it: compared in SQL with the file read by psql
+    _execute(config_store, f'CREATE TABLE "{schema_name}".ref (visit_id bigint, mrn text, seen_at timestamptz, '
+                        'dose numeric)')
+    subprocess.run(["psql", config_store, "-X", "-q", "-c",
+                    f"\\copy \"{schema_name}\".ref from '{folder / 'visits.csv'}' csv header"], check=True)
+    landed = f'SELECT visit_id, mrn, seen_at, dose FROM "{schema_name}".visits'
+    reference = f'TABLE "{schema_name}".ref'
+    assert _rows(config_store, f"SELECT count(*) FROM (({landed} EXCEPT ALL {reference}) UNION ALL "
+                               f"({reference} EXCEPT ALL {landed})) d") == [(0,)]
+    # the finished load forgot its landed jobs
+    assert _rows(config_store, f'SELECT count(*) FROM "{schema_name}"._cai_landed_jobs') == [(0,)]
+
+
+def test_a_replace_killed_after_its_first_file_committed_is_finished_without_emptying_it_again(
+    config_store: str, schema_name: str, tmp_path: Path,
+) -> None:
+    """Two files replace one table; the process dies once the first file's COPY (which emptied the table
+    in its transaction) committed. Finishing that load COPYs the second file beside the first: emptying
+    the table again would drop the first file's rows."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _psql_export(config_store, folder / "a.csv", 1, 3000)
+    _psql_export(config_store, folder / "b.csv", 3001, 5000)
+    pipelines = tmp_path / "pipelines"
+    target = [str(folder), "--to", config_store, "--schema", schema_name, "--table", "visits"]
+    first = _load_csv([*target, "--replace"], pipelines)
+    assert first.returncode == 0, first.stdout + first.stderr
+    dead = _load_csv([*target, "--replace"], pipelines, dies_after=("ExactCsvCopyJob", "*"))
+    assert dead.returncode == 9, dead.stdout + dead.stderr
+
+    again = _load_csv(target, pipelines)  # no --replace: only the dead run's package lands anything
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _rows(config_store, f'SELECT count(*), count(DISTINCT visit_id), min(visit_id), max(visit_id) '
+                               f'FROM "{schema_name}".visits') == [(5000, 5000, 1, 5000)]
