@@ -369,11 +369,15 @@ class CaiPostgresClient(PostgresClient):
             _create_landed_table(self.sql_client)
 
     def complete_load(self, load_id: str) -> None:
-        """Record the load (dlt), then forget its landed jobs: none of them runs again once every job's
-        file is marked done, which is when dlt calls this."""
+        """Record the load (dlt), then forget its landed jobs, in the dataset and in its staging dataset
+        (a merge COPYs there): none of them runs again once every job's file is marked done, which is
+        when dlt calls this."""
         super().complete_load(load_id)
-        if _has_landed_table(self.sql_client):
-            self.sql_client.execute_sql(f"DELETE FROM {_landed_table(self.sql_client)} WHERE load_id = %s", load_id)
+        for dataset in (contextlib.nullcontext(), self.sql_client.with_staging_dataset()):
+            with dataset:
+                if _has_landed_table(self.sql_client):
+                    self.sql_client.execute_sql(f"DELETE FROM {_landed_table(self.sql_client)} WHERE load_id = %s",
+                                                load_id)
 
     def _execute_schema_update_sql(self, only_tables: Any, store_schema: bool = True) -> Any:
         # dlt runs this in its DDL transaction and reads the existing tables first: after the lock,

@@ -125,6 +125,9 @@ def test_merge_on_primary_key_updates_rows_on_the_next_run(
     run_connector_pipeline(connector_id)
     names = _rows(config_store, f"SELECT id, name FROM {schema_name}.names ORDER BY id")
     assert len(names) == len(AWKWARD_ROWS) and names[0] == (1, "Renamed")
+    # the rows' COPY went to dlt's staging dataset; its landed jobs were forgotten with the load
+    assert _rows(config_store, f"SELECT count(*) FROM {schema_name}_staging._cai_landed_jobs") == [(0,)]
+    assert _rows(config_store, f"SELECT count(*) FROM {schema_name}._cai_landed_jobs") == [(0,)]
 
 
 def test_a_query_failing_mid_stream_commits_none_of_its_rows(
