@@ -393,12 +393,12 @@ class CaiPostgresClient(PostgresClient):
         job = super().create_load_job(table, file_path, load_id, restore)
         if type(job) is PostgresCsvCopyJob:
             job = ExactCsvCopyJob(file_path)
-        elif type(job) is InsertValuesLoadJob:
-            job = OnceInsertValuesJob(file_path)
         elif _replaces(table) and not isinstance(job, ExactCsvCopyJob):
             # nothing else empties a replaced table: it would be appended to instead
             raise DestinationTerminalException(
                 f"table `{table['name']}` is replaced, and only CSV load files can replace it (got {file_path})")
+        elif type(job) is InsertValuesLoadJob:
+            job = OnceInsertValuesJob(file_path)
         return job
 
 

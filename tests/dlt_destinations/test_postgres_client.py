@@ -55,3 +55,25 @@ def test_a_naming_convention_gets_capabilities_adjusted_for_it() -> None:
     assert adjusted.has_case_sensitive_identifiers == expected.has_case_sensitive_identifiers
     default = dlt_postgres(credentials=DSN).capabilities()
     assert factory.capabilities().casefold_identifier is default.casefold_identifier
+
+
+def test_a_replaced_table_refuses_insert_load_files_and_the_old_rows_stay(
+    config_store: str, schema_name: str, tmp_path: Any,
+) -> None:
+    """Only a CSV COPY empties a replaced table (in its own transaction); an INSERT job would append to
+    it. The state row's INSERT job is made to land once; a replaced table's INSERT job must still be refused."""
+    import dlt
+    import psycopg
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    from dlt_destinations.postgres import PostgresDestinationConfig
+    from dlt_destinations.postgres import postgres as destination
+
+    config = PostgresDestinationConfig.model_validate({"connection_string": config_store, "schema": schema_name})
+    pipeline = dlt.pipeline("replace_guard", destination=destination(config), dataset_name=schema_name,
+                            pipelines_dir=str(tmp_path))
+    pipeline.run([{"id": 1}, {"id": 2}], table_name="visits", write_disposition="append")
+    with pytest.raises(PipelineStepFailed, match="only CSV load files can replace it"):
+        pipeline.run([{"id": 3}], table_name="visits", write_disposition="replace", loader_file_format="insert_values")
+    with psycopg.connect(config_store) as conn:
+        assert conn.execute(f'SELECT id FROM "{schema_name}".visits ORDER BY id').fetchall() == [(1,), (2,)]
