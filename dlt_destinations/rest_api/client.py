@@ -11,8 +11,10 @@ again), so a 3xx fails the file, naming its `Location`.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import json
 import random
 import time
 import uuid
@@ -147,17 +149,38 @@ def _ssl_reason(exc: Exception) -> str:
     return (found[1] if found else str(exc)).strip()[:200]
 
 
+def idempotency_key(file_url: str, info: dict[str, Any]) -> str | None:
+    """One key per version of a source file (fsspec ``info``): its URL, size, ETag, modification time and
+    inode hashed; None when the filesystem tells neither an ETag nor a modification time."""
+    from dlt.common.storages.fsspec_filesystem import MTIME_DISPATCH
+
+    etag = info.get("ETag") or info.get("etag")
+    scheme = file_url.split("://", 1)[0] if "://" in file_url else "file"
+    modified = None
+    if scheme in MTIME_DISPATCH:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            modified = MTIME_DISPATCH[scheme](info)
+    if etag is None and modified is None:
+        return None
+    version = [file_url, info.get("size"), etag, modified.isoformat() if modified else None, info.get("ino")]
+    return f"cai-{hashlib.sha256(json.dumps(version).encode()).hexdigest()[:40]}"
+
+
 def upload_file(
     config: RestApiDestinationConfig, opener: Callable[[], IO[bytes]], size: int, relative_path: str, *,
-    session: requests.Session | None = None, sleep: Callable[[float], Any] = time.sleep,
+    key: str | None = None, session: requests.Session | None = None, sleep: Callable[[float], Any] = time.sleep,
 ) -> Uploaded:
-    """Send one file; return what a 2xx accepted, or raise UploadRefused / the last connection error."""
+    """Send one file; return what a 2xx accepted, or raise UploadRefused / the last connection error.
+
+    ``key`` (`idempotency_key`) goes in `config.idempotency_header` of every attempt.
+    """
     http = session or requests.Session()
     url = upload_url(config, relative_path)
     last: str = ""
+    keyed = {config.idempotency_header: f'"{key}"'} if key and config.idempotency_header else {}
     for attempt in range(1, config.attempts + 1):
         body, headers = build_body(config, opener, size, relative_path)
-        headers = {**config.headers, **headers, **auth_headers(config)}
+        headers = {**config.headers, **headers, **keyed, **auth_headers(config)}
         response: requests.Response | None = None
         try:
             response = http.request(config.method, url, data=body, headers=headers, auth=basic_auth(config),
@@ -205,8 +228,9 @@ class RestTarget:
 
     def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
         self.url(relative_path)  # refuses unsafe paths before anything is read
-        size = src_fs.size(file_url)
-        done = upload_file(self.config, lambda: open_read(src_fs, file_url), size,
-                           relative_path, session=self.session)
+        info = src_fs.info(file_url)
+        key = idempotency_key(src_fs.unstrip_protocol(file_url), info)
+        done = upload_file(self.config, lambda: open_read(src_fs, file_url), int(info["size"]),
+                           relative_path, key=key, session=self.session)
         return {"bytes": done.bytes, "sha256": done.sha256, "verified": f"size, HTTP {done.status}",
-                "attempts": done.attempts}
+                "attempts": done.attempts, "idempotency_key": key}

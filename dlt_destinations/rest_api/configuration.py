@@ -30,6 +30,9 @@ class RestApiDestinationConfig(BaseConfig):
     content_type: str = Field("application/octet-stream", description="content type of the file part/body")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (masked like secrets)",
                                     json_schema_extra={"secret": True})
+    idempotency_header: str | None = Field(
+        "Idempotency-Key", description="header carrying one key per source file version, the same on every attempt "
+                                       "and every re-run, so the endpoint can drop a repeated upload; null: not sent")
     attempts: int = Field(3, ge=1, le=10, description="tries per file on connection errors, 429 and 5xx")
     retry_backoff_seconds: float = Field(1.0, ge=0, le=60, description="first retry delay, doubled each time")
     connect_timeout: float = Field(30.0, gt=0, description="seconds to wait for a connection")

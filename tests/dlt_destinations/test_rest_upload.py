@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dlt_destinations.rest_api import RestApiDestinationConfig, UploadRefused, upload_file
+from dlt_destinations.rest_api.client import idempotency_key
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)  # several chunks, not a multiple of the chunk size
 
@@ -69,6 +70,41 @@ def test_a_server_failing_twice_then_accepting_gets_three_attempts_with_growing_
     assert done.attempts == 3 and len(upload_server.uploads) == 3
     assert all(u["files"]["file"][2] == DATA for u in upload_server.uploads)  # the whole file every time
     assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 1.5  # 0.5 * 2^n plus up to 0.5 of jitter
+
+
+def test_every_attempt_carries_the_same_idempotency_key(upload_server: Any) -> None:
+    upload_server.answers = [(503, {}), (503, {})]
+    upload_file(_config(upload_server.url), _opener(), len(DATA), "a.bin", key="cai-abc", sleep=lambda s: None)
+    assert [u["headers"]["Idempotency-Key"] for u in upload_server.uploads] == ['"cai-abc"'] * 3
+
+    upload_file(_config(upload_server.url, idempotency_header="X-Request-Id"), _opener(), len(DATA), "a.bin",
+                key="cai-def")
+    upload_file(_config(upload_server.url, idempotency_header=None), _opener(), len(DATA), "a.bin", key="cai-ghi")
+    renamed, dropped = upload_server.uploads[3:]
+    assert renamed["headers"]["X-Request-Id"] == '"cai-def"' and "Idempotency-Key" not in renamed["headers"]
+    assert not {"Idempotency-Key", "X-Request-Id"} & set(dropped["headers"])
+
+
+def test_an_idempotency_key_names_one_version_of_one_file(tmp_path: Any) -> None:
+    import fsspec
+
+    local = fsspec.filesystem("file")
+    path = tmp_path / "labs.csv"
+    path.write_bytes(b"id\n1\n")
+    url = local.unstrip_protocol(str(path))
+    first = idempotency_key(url, local.info(str(path)))
+    assert first is not None and first == idempotency_key(url, local.info(str(path)))
+    os.utime(path, (1_700_000_000.5, 1_700_000_000.5))  # rewritten: same size, another time
+    path.write_bytes(b"id\n2\n")
+    os.utime(path, (1_700_000_000.5, 1_700_000_000.5))
+    second = idempotency_key(url, local.info(str(path)))
+    assert second not in (None, first)
+    moved_over = tmp_path / "new.csv"  # the same bytes and time, written elsewhere and renamed over it
+    moved_over.write_bytes(b"id\n2\n")
+    os.utime(moved_over, (1_700_000_000.5, 1_700_000_000.5))
+    moved_over.rename(path)
+    assert idempotency_key(url, local.info(str(path))) not in (None, first, second)
+    assert idempotency_key("ftp://h/a.csv", {"size": 4}) is None  # no version to tell: no key
 
 
 def test_retry_after_is_honoured(upload_server: Any) -> None:

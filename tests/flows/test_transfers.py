@@ -131,6 +131,24 @@ def test_s3_to_rest_uploads_each_file_as_multipart_and_moves_it(
     assert "tok-secret-77" not in str(result)
 
 
+def test_a_file_sent_again_to_rest_carries_the_same_idempotency_key_and_a_changed_one_a_new_key(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], upload_server: Any,
+) -> None:
+    _fill(s3_bucket, {"in/labs.csv": b"id\n1\n"})
+    # copy with full_refresh sends every file on every run: as a run does after one that died between
+    # the endpoint's 2xx and noting it
+    connector_id = make_connector("s3", _s3_source(s3_bucket, transfer="copy", full_refresh=True),
+                                  "rest_api", {"url": upload_server.url})
+    first = run_connector_pipeline(connector_id)
+    run_connector_pipeline(connector_id)
+    _fill(s3_bucket, {"in/labs.csv": b"id\n2\n"})  # a new version, the same size
+    run_connector_pipeline(connector_id)
+    keys = [u["headers"]["Idempotency-Key"] for u in upload_server.uploads]
+    [sent] = first["metrics"]["files"]
+    assert keys[0] == keys[1] == f'"{sent["idempotency_key"]}"' and keys[2] != keys[0]
+    assert [u["files"]["file"][2] for u in upload_server.uploads] == [b"id\n1\n", b"id\n1\n", b"id\n2\n"]
+
+
 def test_s3_to_rest_failing_server_keeps_every_source_and_fails_the_run(
     make_connector: Callable[..., int], s3_bucket: dict[str, Any], upload_server: Any,
 ) -> None:
