@@ -136,8 +136,6 @@ def stage_csv(
     encoding = ENCODINGS[options.encoding]
     with open_source(file) as source:
         raw_first = source.readline()
-        if progress:
-            progress(len(raw_first))
         first = raw_first.removeprefix(codecs.BOM_UTF8)
         if not first.strip():
             raise CsvFileError(file["file_url"], "is empty (no header row)")
@@ -151,12 +149,16 @@ def stage_csv(
             raise CsvFileError(file["file_url"], f"has {len(names)} columns; a PostgreSQL table holds at most "
                                                  f"{MAX_COLUMNS}: split the file, or load only some of its columns")
         if not supports_fast_path(options):
+            if progress:
+                progress(len(raw_first))
             return _transcode(file, options, target, names, pinned or {}, progress)
         header = (options.delimiter.join(names) + "\n").encode(encoding)
         if options.header and raw_first == header and _link_local(file, target):
-            if progress:
-                progress(max(0, int(file["size_in_bytes"] or 0) - len(first)))
+            if progress:  # the whole file at once: a link reads nothing
+                progress(max(len(raw_first), int(file["size_in_bytes"] or 0)))
         else:
+            if progress:
+                progress(len(raw_first))
             with disk_full_named(target), open(target, "wb") as out:
                 out.write(header)
                 if not options.header:

@@ -245,6 +245,7 @@ def load_csv(
     """Load CSV files into PostgreSQL (no connector needed); re-runs load only new or changed files."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+    from cai_common.progress import watching
     from dlt_sources.filesystem import BadFilesError
     from flows.paths import load_csv as loader
     from flows.store.config_store import database_url
@@ -254,13 +255,18 @@ def load_csv(
     _log_to_file()
     try:
         pinned = loader.pinned_columns(column or [])
-        files, size = loader.matched_bytes(loader.source_for(location, replace, pinned))
+        source = loader.source_for(location, replace, pinned)
+        files, size, copied_size = loader.matched_bytes(source)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(f"{files} file(s)", total=size or None)
-            outcome = loader.load_csv(location, dsn, schema, table, replace,
-                                      progress=lambda n: bar.advance(task, n), columns=pinned)
+            # Two steps: the files are read (downloaded, transcoded, or linked where they lie), then
+            # COPY loads them; each bar moves with its own bytes.
+            read = bar.add_task(f"read {files} file(s)", total=size or None)
+            copied = bar.add_task("COPY into PostgreSQL", total=copied_size)
+            with watching(lambda n: bar.advance(copied, n)):
+                outcome = loader.load_csv(location, dsn, schema, table, replace,
+                                          progress=lambda n: bar.advance(read, n), columns=pinned)
     except BadFilesError as exc:
         console.print(_table("files", [f.as_dict() for f in exc.failures], ["file_url", "table", "status", "error"]))
         console.print(f"[red]failed[/red]: {mask_secrets(str(exc), [dsn])}")

@@ -80,10 +80,16 @@ def source_for(location: str, replace: bool, columns: dict[str, str] | None = No
         raise
 
 
-def matched_bytes(source: FileSourceOptions) -> tuple[int, int]:
-    """(files, bytes) matching the source's glob, for the progress bar."""
+def matched_bytes(source: FileSourceOptions) -> tuple[int, int, int | None]:
+    """(files, bytes, bytes COPY will read) of the files matching the source's glob, for the progress
+    bars. COPY reads the files as they are when they are uncompressed and in a dialect it reads;
+    the third is None where they are decompressed or transcoded first (their size is known later)."""
+    from dlt_sources.filesystem.staging import supports_fast_path
+
     files = list(glob_files(open_filesystem(source), source.bucket_url(), source.file_pattern))
-    return len(files), sum(int(f["size_in_bytes"] or 0) for f in files)
+    size = sum(int(f["size_in_bytes"] or 0) for f in files)
+    as_they_are = supports_fast_path(source) and not any(f["file_name"].endswith(".gz") for f in files)
+    return len(files), size, (size or None) if as_they_are else None
 
 
 def load_csv(

@@ -157,3 +157,60 @@ def test_load_csv_runs_on_dlts_driver_alone(config_store: str, tmp_path: Path, s
     assert "psycopg 3 loaded: False" in done.stdout, done.stdout + done.stderr
     assert "pydantic-settings loaded: False" in done.stdout, done.stdout + done.stderr
     assert _count(config_store, schema_name, "visits") == 5
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run `cai ARGS` with its output on a pseudo-terminal (as a person runs it); its exit code and the
+    lines it drew, escape sequences removed."""
+    import pty
+    import re
+    import select
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([CAI, *args], stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+                               env={**os.environ, "TERM": "xterm", "COLUMNS": "120", **env})
+    os.close(follower)
+    drawn = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 240)
+        assert ready, "no output for 240 s"
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace"))
+    return process.wait(timeout=60), [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+
+
+def test_a_load_on_a_terminal_shows_the_copy_moving_at_its_real_rate(
+    config_store: str, tmp_path: Path, schema_name: str
+) -> None:
+    import re
+
+    from tests.corpus import psql_copy_out
+
+    # psql's own export: leading-zero MRNs, fractional-second timestamps with offsets, NULLs; ~50 MB
+    psql_copy_out(config_store, "SELECT g AS visit_id, lpad(g::text, 8, '0') AS mrn, timestamptz "
+                                "'2026-01-01 08:00:00.123456+00' + g * interval '1 second' AS seen_at, CASE WHEN "
+                                "g % 7 = 0 THEN NULL ELSE g * 1.5 END AS dose FROM generate_series(1, 1000000) g",
+                  tmp_path / "visits.csv")
+    code, lines = _on_a_terminal(["load-csv", str(tmp_path / "visits.csv"), "--to", config_store,
+                                  "--schema", schema_name], {})
+    assert code == 0, "\n".join(lines[-20:])
+    assert "loaded 1000000 rows from 1 file(s)" in " ".join(lines)
+    # every frame of a bar: its label, then `done/total MB` and the rate
+    frames = [(m[1], float(m[2]), m[3]) for line in lines
+              if (m := re.match(r"(read 1 file\(s\)|COPY into PostgreSQL)\W+([\d.]+)/[\d.]+ MB\s+(\S+)", line))]
+    size = (tmp_path / "visits.csv").stat().st_size / 1e6
+    copied = sorted({done for label, done, _ in frames if label.startswith("COPY") and 0 < done < round(size, 1)})
+    assert len(copied) >= 3, f"the COPY's bar did not move while it ran: {frames}"
+    rates = [rate for label, done, rate in frames if label.startswith("COPY") and done > 0]
+    assert rates and not any(rate.endswith(("GB/s", "TB/s")) for rate in rates), rates  # no rate of a jump
+    assert {label for label, *_ in frames} == {"read 1 file(s)", "COPY into PostgreSQL"}
+    with psycopg.connect(config_store) as conn:
+        loaded = conn.execute(f'SELECT count(*), count(DISTINCT mrn), min(mrn) FROM "{schema_name}"."visits"')
+        assert loaded.fetchone() == (1000000, 1000000, "00000001")
