@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from cai_common import ConnectorConfigError
+from cai_common import ConnectorConfigError, progress
 from cai_common.disk import Flusher
 from cai_common.errors import disk_full_named
 from dlt_destinations.writer import UnsafePathError, safe_join
@@ -66,7 +66,7 @@ def export_csv(
     (query) to ... csv header` writes. Returns (bytes written, their SHA-256).
 
     PostgreSQL's COPY runs on a thread (`copy_stream`, C all the way); this thread hashes and writes
-    what arrives, so the file is never read back to be hashed.
+    what arrives, so the file is never read back to be hashed, and reports each piece as progress.
     """
     digest = hashlib.sha256()
     size = 0
@@ -82,6 +82,7 @@ def export_csv(
                 out.write(chunk)
                 size += len(chunk)
                 flusher.written(size)
+                progress.advance(len(chunk))  # the run's bar on a terminal, its progress lines in a log
             flusher.finish()
     except BaseException:
         if flusher is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cai_common import ConnectorConfigError, ConnectorRunFailed, disk
+from cai_common import ConnectorConfigError, ConnectorRunFailed, disk, progress
 from dlt_sources.sql_database import SqlDatabaseSourceConfig, csv_file_name
 from flows.dlt_pipeline_flow import run_connector_pipeline
 from flows.store.run_records import get_run
@@ -105,9 +105,13 @@ def test_an_export_goes_to_the_disk_while_postgres_writes_it_and_a_sync_error_fa
 
     monkeypatch.setattr(disk, "FLUSH_STEP", 512 * 1024)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    run_connector_pipeline(connector_id)
+    moved: list[int] = []  # what a terminal's bar and the run's progress lines are fed
+    with progress.watching(moved.append):
+        run_connector_pipeline(connector_id)
     exported = (out / "synced.csv").read_bytes()
     assert exported == _psql_csv(config_store, query)
+    # reported piece by piece while PostgreSQL wrote it (the folder's copy is a link: nothing more moves)
+    assert sum(moved) == len(exported) and len(moved) >= 4, moved
     # the export's own file, synced in steps while PostgreSQL was still writing it
     early = [size for name, size in synced if name.endswith(".csv") and size < len(exported)]
     assert len(early) >= 3, synced
