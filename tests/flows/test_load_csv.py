@@ -193,15 +193,16 @@ def test_a_load_on_a_terminal_shows_the_copy_moving_at_its_real_rate(
 
     from tests.corpus import psql_copy_out
 
-    # psql's own export: leading-zero MRNs, fractional-second timestamps with offsets, NULLs; ~50 MB
+    # psql's own export: leading-zero MRNs, fractional-second timestamps with offsets, NULLs; ~100 MB, so
+    # that even a fast machine's COPY takes a second (the bar redraws ten times a second)
     psql_copy_out(config_store, "SELECT g AS visit_id, lpad(g::text, 8, '0') AS mrn, timestamptz "
                                 "'2026-01-01 08:00:00.123456+00' + g * interval '1 second' AS seen_at, CASE WHEN "
-                                "g % 7 = 0 THEN NULL ELSE g * 1.5 END AS dose FROM generate_series(1, 1000000) g",
+                                "g % 7 = 0 THEN NULL ELSE g * 1.5 END AS dose FROM generate_series(1, 2000000) g",
                   tmp_path / "visits.csv")
     code, lines = _on_a_terminal(["load-csv", str(tmp_path / "visits.csv"), "--to", config_store,
                                   "--schema", schema_name], {})
     assert code == 0, "\n".join(lines[-20:])
-    assert "loaded 1000000 rows from 1 file(s)" in " ".join(lines)
+    assert "loaded 2000000 rows from 1 file(s)" in " ".join(lines)
     # every frame of a bar: its label, then `done/total MB` and the rate
     frames = [(m[1], float(m[2]), m[3]) for line in lines
               if (m := re.match(r"(read 1 file\(s\)|COPY into PostgreSQL)\W+([\d.]+)/[\d.]+ MB\s+(\S+)", line))]
@@ -213,4 +214,4 @@ def test_a_load_on_a_terminal_shows_the_copy_moving_at_its_real_rate(
     assert {label for label, *_ in frames} == {"read 1 file(s)", "COPY into PostgreSQL"}
     with psycopg.connect(config_store) as conn:
         loaded = conn.execute(f'SELECT count(*), count(DISTINCT mrn), min(mrn) FROM "{schema_name}"."visits"')
-        assert loaded.fetchone() == (1000000, 1000000, "00000001")
+        assert loaded.fetchone() == (2000000, 2000000, "00000001")
