@@ -244,7 +244,17 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         yield {"host": "127.0.0.1", "port": port, "root": root, "known_hosts": str(keys / "known_hosts"),
                "client_key": str(keys / "id_ed25519"), "host_line": host_line}
     finally:
-        acceptor.close()
+        async def stop() -> None:
+            """The listener, then every session clients left open (else their tasks are destroyed
+            pending at exit, each logged as an asyncio ERROR)."""
+            acceptor.close()
+            await acceptor.wait_closed()
+            left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
 
