@@ -188,7 +188,7 @@ def main() -> None:
         folder = work / "in" / f"c{i}"
         folder.mkdir(parents=True)
         (folder / "labs.csv").write_bytes(sample.read_bytes())
-        source = catalog.define_source(f"drain {i}", "filesystem", {"path": str(folder)})
+        source = catalog.define_source(f"drain {i}", "filesystem", {"path": str(folder), "settle_seconds": 0})
         destination = catalog.define_destination(f"drain {i}", "postgres",
                                                  {"connection_string": store, "schema": "drain",
                                                   "table_name": f"labs_{i}"})

@@ -37,7 +37,8 @@ from flows.paths.tables import load_csv_files
 path, dsn = sys.argv[1], sys.argv[2]
 # A NULL marker COPY cannot express sends the file through the transcoding path (pyarrow -> psql's CSV -> COPY).
 source = FilesystemSourceConfig.parse({"path": str(__import__("pathlib").Path(path).parent),
-    "file_pattern": __import__("pathlib").Path(path).name, "null_values": ["", "NULL"], "full_refresh": True},
+    "file_pattern": __import__("pathlib").Path(path).name, "null_values": ["", "NULL"], "full_refresh": True,
+    "settle_seconds": 0},
     connector_id=None, side="source")
 target = PostgresDestinationConfig.parse({"connection_string": dsn, "schema": "bench_arrow",
     "write_disposition": "replace"}, connector_id=None, side="destination")
@@ -98,11 +99,13 @@ def main() -> None:
         psql = best(["psql", dsn, "-q", "-c", f"\\copy bench_psql from '{path}' csv header"], env, dsn, args.repeats,
                     reset_psql=True)
         results.append(("psql \\copy (limit)", rows, mb, psql.seconds, None, psql.peak_rss_mb))
-        cai = best([str(BIN / "cai"), "load-csv", str(path), "--to", dsn, "--schema", "bench_cai", "--replace"],
+        cai = best([str(BIN / "cai"), "load-csv", str(path), "--to", dsn, "--schema", "bench_cai", "--replace",
+                    "--settle-seconds", "0"],
                    {**env, "COLUMNS": "200"}, dsn, args.repeats)
         results.append(("cai load-csv (this product)", rows, mb, cai.seconds, load_seconds(cai), cai.peak_rss_mb))
         source = catalog.define_source(f"bench {rows}", "filesystem", {
-            "path": str(path.parent), "file_pattern": path.name, "full_refresh": True})
+            "path": str(path.parent), "file_pattern": path.name, "full_refresh": True,
+            "settle_seconds": 0})  # written whole before the timing: nothing to wait for
         destination = catalog.define_destination(f"bench {rows}", "postgres", {
             "connection_string": dsn, "schema": "bench_connector"})
         connector = catalog.create_connector(f"bench {rows}", source, destination)

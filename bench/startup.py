@@ -98,7 +98,8 @@ def main() -> None:
     os.environ.update(DATABASE_URL=store)
     from flows.store import catalog
 
-    source = catalog.define_source("startup", "filesystem", {"path": str(folder), "full_refresh": True})
+    source = catalog.define_source("startup", "filesystem", {"path": str(folder), "full_refresh": True,
+                                                                 "settle_seconds": 0})
     destination = catalog.define_destination("startup", "postgres", {"connection_string": store, "schema": "startup"})
     connector = str(catalog.create_connector("startup", source, destination))
 

@@ -39,6 +39,10 @@ class Settings(BaseModel):
     heartbeat_stale_seconds: float = Field(
         120.0, gt=0, validation_alias="CAI_HEARTBEAT_STALE_SECONDS",
         description="a `started` run silent this long is closed as `failed` by the sweep (at least 3 heartbeats)")
+    settle_seconds: float = Field(
+        5.0, ge=0, validation_alias="CAI_SETTLE_SECONDS",
+        description="how long a folder's file must stay unchanged before it is taken, where its source sets no "
+                    "`settle_seconds`")
     connector_wait_seconds: float = Field(
         3600.0, ge=0, validation_alias="CAI_CONNECTOR_WAIT_SECONDS",
         description="how long a run waits for another run of the same connector to finish")

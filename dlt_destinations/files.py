@@ -9,6 +9,8 @@ ever holds a complete, verified file.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -20,6 +22,7 @@ from dlt.common.destination.exceptions import DestinationTerminalException, Dest
 from fsspec import AbstractFileSystem
 
 from cai_common import CaiError, is_transient
+from cai_common.file_versions import Fingerprint, SourceChanged, guard, observe, same_version
 from dlt_destinations.writer import DebrisSweeper, FileTarget, safe_join, write_file
 
 
@@ -68,8 +71,13 @@ class TransferTarget(Protocol):
         """The file's URL at the destination (raises UnsafePathError for paths escaping the root)."""
         ...
 
-    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
-        """Deliver one file; return {bytes, sha256, verified}, or raise: nothing is then left at the destination."""
+    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str,
+             unchanged: Callable[[], None]) -> dict[str, Any]:
+        """Deliver one file; return {bytes, sha256, verified}, or raise: nothing is then left at the destination.
+
+        ``unchanged`` raises `SourceChanged` when the source is no longer the file that was taken: call it
+        once every byte was read, before the file can appear under its final name, and again after.
+        """
         ...
 
 
@@ -90,11 +98,17 @@ class FilesystemTarget:
     def url(self, relative_path: str) -> str:
         return str(self.target.fs.unstrip_protocol(safe_join(self.target.root, relative_path)))
 
-    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
+    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str,
+             unchanged: Callable[[], None]) -> dict[str, Any]:
         final = safe_join(self.target.root, relative_path)
         if not self.target.object_store:  # an object store shows nothing before an upload completes
             self.debris.clear_for(final)
-        done = write_file(src_fs, file_url, self.target, final, verify=self.verify)
+        done = write_file(src_fs, file_url, self.target, final, verify=self.verify, before_commit=unchanged)
+        try:
+            unchanged()
+        except SourceChanged:  # written to after the last look before the name: the copy is not that file
+            self.target.fs.rm(final)
+            raise
         return {"bytes": done.bytes, "sha256": done.sha256, "verified": done.verified}
 
 
@@ -104,18 +118,33 @@ def transfer_destination(
     """A dlt destination copying (or moving) each manifest's file to the target, at its relative path.
 
     Every file gets a result, {file_url, url, bytes, sha256, verified, status, error}: one file failing
-    does not stop the others. A moved file's source is deleted only after its copy was verified.
+    does not stop the others. A moved file's source is deleted only after its copy was verified, and
+    only if it is still the file that was taken: its size, modification time and identity (inode,
+    ETag) the same from before the copy began to after its verification (`readiness.guard`).
+    Otherwise the copy is discarded, the source stays, and the status is ``changed``: the file is
+    left for the next run. A moved file's own ready marker (`{name}.done`) goes with it.
     """
 
     def deliver(items: Any, table: Any) -> None:
         for item in items:
+            url = item.get("source_path") or item["file_url"]
             result: dict[str, Any] = {"file_url": item["file_url"], "url": None, "bytes": 0, "status": "failed"}
             try:
                 result["url"] = target.url(item["relative_path"])
-                result.update(target.send(src_fs, item["file_url"], item["relative_path"]), status="copied")
+                before = observe(src_fs, url)
+                taken = Fingerprint.from_dict(json.loads(item["fingerprint"])) if item.get("fingerprint") else before
+                if before is None or taken is None or not same_version(taken, before):
+                    raise SourceChanged(url, taken or before or Fingerprint(None, None, None), before)
+                result.update(target.send(src_fs, url, item["relative_path"], guard(src_fs, url, before)),
+                              status="copied")
                 if move:
-                    src_fs.rm(item["file_url"])
+                    src_fs.rm(url)
                     result["status"] = "moved"
+                    if item.get("marker_url"):
+                        with contextlib.suppress(FileNotFoundError):
+                            src_fs.rm(item["marker_url"])
+            except SourceChanged as exc:  # not an error of the run: the file waits for the next one
+                result.update(status="changed", error=str(exc), bytes=0)
             except Exception as exc:  # recorded per file; the run fails after every file was tried
                 result["error"] = f"{type(exc).__name__}: {exc}"
             on_result(result)

@@ -178,7 +178,7 @@ def _link(source: str, target: str) -> bool:
 
 def write_file(
     src_fs: AbstractFileSystem, src_path: str, target: FileTarget, final_path: str, *,
-    verify: Literal["hash", "size"] = "hash", link: bool = False,
+    verify: Literal["hash", "size"] = "hash", link: bool = False, before_commit: Callable[[], None] | None = None,
 ) -> Transferred:
     """Copy ``src_path`` to ``final_path`` on the target; on any failure nothing is left under the final name.
 
@@ -186,6 +186,9 @@ def write_file(
         verify: ``hash`` reads the destination back and compares SHA-256s; ``size`` compares sizes only.
         link: hard-link instead of copying when both sides are one local disk. Only for a source the
             caller owns and will delete (an export): both names share the same bytes.
+        before_commit: called once every byte was read, before the copy can appear under its final name
+            (before a rename, before an object store completes its upload); whatever it raises discards the
+            copy, as any failure does. Transfers check there that the source is still the file they took.
 
     Raises:
         VerificationError: the destination's size or hash differs (the copy is removed).
@@ -196,10 +199,15 @@ def write_file(
     if parent and not target.object_store:  # on an object store a prefix needs no folder
         dst_fs.makedirs(parent, exist_ok=True)
     if target.copy_within is not None and target.copy_within(src_fs, src_path, final_path):
-        stored = dst_fs.size(final_path)
-        if stored != expected:
+        try:
+            stored = dst_fs.size(final_path)
+            if stored != expected:
+                raise VerificationError(f"`{final_path}`: server-side copy holds {stored} bytes of {expected}")
+            if before_commit is not None:
+                before_commit()
+        except BaseException:
             dst_fs.rm(final_path)
-            raise VerificationError(f"`{final_path}`: server-side copy holds {stored} bytes of {expected}")
+            raise
         return Transferred(stored, None, "size (server-side copy)")
     local = _is_local(dst_fs)
     rename = target.atomic_rename and not target.object_store
@@ -231,6 +239,8 @@ def write_file(
                 if read_back is not None:
                     read_back.feed(chunk)
                 progress.advance(len(chunk))
+        if target.object_store and before_commit is not None:
+            before_commit()  # closing completes the upload: the last moment nothing is visible yet
         out.close()
         stored = dst_fs.size(temp)
         if stored != size or size != expected:
@@ -248,6 +258,8 @@ def write_file(
         if local:
             with open(temp, "rb") as f:  # the rest reach the disk before the name
                 os.fsync(f.fileno())
+        if before_commit is not None and not target.object_store:
+            before_commit()
         if temp != final_path:
             dst_fs.mv(temp, final_path)
     except BaseException:

@@ -17,6 +17,10 @@ import pytest
 # analytics off removes a spurious "database is locked" traceback.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Fixtures write a folder's files a moment before each run, whole: the worker's default wait for files to
+# settle (5 s) would only add up. `tests/flows/test_readiness.py` sets its own settle times, with producers
+# still writing, and runs the 5 s default in a worker process with this variable unset.
+os.environ["CAI_SETTLE_SECONDS"] = "0"
 
 
 def _with_database(url: str, database: str) -> str:

@@ -226,11 +226,15 @@ class RestTarget:
         safe_join(".", relative_path)  # UnsafePathError for `../` and absolute paths
         return upload_url(self.config, relative_path)
 
-    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str) -> dict[str, Any]:
+    def send(self, src_fs: AbstractFileSystem, file_url: str, relative_path: str,
+             unchanged: Callable[[], None]) -> dict[str, Any]:
         self.url(relative_path)  # refuses unsafe paths before anything is read
         info = src_fs.info(file_url)
         key = idempotency_key(src_fs.unstrip_protocol(file_url), info)
         done = upload_file(self.config, lambda: open_read(src_fs, file_url), int(info["size"]),
                            relative_path, key=key, session=self.session)
+        # An endpoint cannot take back what it stored: a source that changed during the upload stays, and
+        # the next run sends the version it settles on, under a new idempotency key.
+        unchanged()
         return {"bytes": done.bytes, "sha256": done.sha256, "verified": f"size, HTTP {done.status}",
                 "attempts": done.attempts, "idempotency_key": key}

@@ -12,6 +12,8 @@ from cai_common.pg_types import InvalidPgType, canonical_type
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
+    from dlt_sources.filesystem.readiness import Readiness
+
 
 class CsvOptions(BaseConfig):
     """How CSV files are parsed; defaults read RFC 4180 files with a header row."""
@@ -44,6 +46,45 @@ class FileSourceOptions(CsvOptions):
         default_factory=dict,
         description="column -> PostgreSQL type, pinned instead of inferred, e.g. {\"mrn\": \"text\"}",
     )
+    settle_seconds: float | None = Field(
+        None, ge=0, le=3600,
+        description="take a file only once its size and modification time stayed unchanged this long; 0 turns "
+                    "it off; unset: the worker's `CAI_SETTLE_SECONDS` (5) on folders, 0 on S3 and with a marker",
+    )
+    ready_marker: str | None = Field(
+        None, min_length=1,
+        description="take a file only once this marker, no older than the file, is beside it: `{name}.done` "
+                    "(per file; `{stem}` is the name before its first dot) or `_SUCCESS` (the whole folder)",
+    )
+
+    @model_validator(mode="after")
+    def _marker_is_a_name(self) -> Self:
+        marker = self.ready_marker
+        if marker is not None:
+            bare = marker.replace("{name}", "").replace("{stem}", "")
+            if "/" in marker or "\\" in marker or marker in (".", "..") or "{" in bare or "}" in bare:
+                raise FieldProblem("ready_marker", (
+                    f"must be a file name beside the files, with `{{name}}` or `{{stem}}` for one marker per file "
+                    f"(e.g. `{{name}}.done`) or none for the whole folder (e.g. `_SUCCESS`), got `{marker}`"))
+            if marker in ("{name}", "{stem}"):
+                raise FieldProblem("ready_marker", f"must differ from the file's own name, got `{marker}`")
+        return self
+
+    def default_settle_seconds(self) -> float:
+        """How long files of this kind settle when the config says nothing: the worker's `CAI_SETTLE_SECONDS`."""
+        from cai_common.settings import settings
+
+        return settings().settle_seconds
+
+    def readiness(self) -> Readiness:
+        """When a listed file may be taken: `settle_seconds`, else 0 with a marker, else the kind's default."""
+        from dlt_sources.filesystem.readiness import Readiness
+
+        if self.settle_seconds is not None:
+            settle = self.settle_seconds
+        else:
+            settle = 0.0 if self.ready_marker else self.default_settle_seconds()
+        return Readiness(settle, self.ready_marker)
 
     @model_validator(mode="after")
     def _pinned_types_exist(self) -> Self:

@@ -4,11 +4,13 @@ In copy mode the manifests of files already transferred unchanged are left out (
 dlt's resource state as CSV loading), so a re-run sends nothing twice. Move mode needs no ledger:
 a moved file is gone from the source. The ledger is only read here: a file enters it once its copy
 was delivered and verified (`flows.paths.pipelines.remember_files`), so a run that dies between listing
-and delivering leaves nothing marked as sent.
+and delivering leaves nothing marked as sent. Only files that are ready (`readiness`) are listed for
+transfer: a file a producer is still writing waits for the next run.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,8 @@ from dlt.extract.resource import DltResource
 from dlt.sources.filesystem import filesystem
 from fsspec import AbstractFileSystem
 
+from cai_common.file_versions import fs_path
+from dlt_sources.filesystem.readiness import Readiness, ReadyFiles
 from dlt_sources.filesystem.reports import LEDGER_KEY, ReadReport, stamp
 
 MANIFESTS = "file_manifests"
@@ -25,19 +29,32 @@ MANIFESTS = "file_manifests"
 
 def file_manifests(
     bucket_url: str, file_glob: str, *, fs: AbstractFileSystem, report: ReadReport, skip_unchanged: bool,
+    readiness: Readiness,
 ) -> DltResource:
-    """A dlt resource yielding {file_url, relative_path, size, modified} for every file to transfer."""
+    """A dlt resource yielding {file_url, source_path (as ``fs`` opens it), relative_path, size, modified,
+    fingerprint, marker_url} for every
+    file to transfer that is ready (`readiness`); the others are left for the next run in ``report.not_ready``.
+
+    ``fingerprint`` (JSON) is the file's size, modification time and identity when it was found ready:
+    the destination checks the file against it around the copy and deletes nothing that differs.
+    """
     listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
+    ready = ReadyFiles(fs, readiness, not_ready=report.not_ready)
 
     def manifests(files: list[FileItemDict]) -> Iterator[dict[str, Any]]:
         ledger: dict[str, Any] = dlt.current.resource_state().setdefault(LEDGER_KEY, {})
+        fresh = []
         for file in files:
-            version = stamp(file)
-            if skip_unchanged and ledger.get(file["file_url"]) == version:
+            if skip_unchanged and ledger.get(file["file_url"]) == stamp(file):
                 report.unchanged += 1
                 continue
-            report.stamps[file["file_url"]] = version
-            yield {"file_url": file["file_url"], "relative_path": file["relative_path"],
-                   "size": file["size_in_bytes"], "modified": version["modified"]}
+            fresh.append(file)
+        for taken in ready.take(fresh):
+            file = taken.file
+            report.stamps[file["file_url"]] = version = taken.fingerprint.stamp()
+            yield {"file_url": file["file_url"], "source_path": fs_path(fs, file["file_url"]),
+                   "relative_path": file["relative_path"],
+                   "size": taken.fingerprint.size, "modified": version["modified"],
+                   "fingerprint": json.dumps(taken.fingerprint.as_dict()), "marker_url": taken.marker_url}
 
     return listing | dlt.transformer(name=MANIFESTS)(manifests)

@@ -71,6 +71,8 @@ class ReadReport:
 
     files: list[FileReport] = field(default_factory=list)
     unchanged: int = 0
+    not_ready: list[Any] = field(default_factory=list)
+    """`readiness.NotReady` of every file left for the next run (still being written, or no marker yet)."""
     stamps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -94,3 +96,11 @@ class ReadReport:
 def stamp(file: FileItemDict) -> dict[str, Any]:
     """What identifies a file's version: modification date and size."""
     return {"modified": str(file["modification_date"]), "size": file["size_in_bytes"]}
+
+
+def changed_since_loaded(loaded: dict[str, Any], now: dict[str, Any]) -> str:
+    """Why a file loaded before is refused under ``append``: its rows would land twice."""
+    return (f"was loaded before ({loaded.get('size')} bytes, modified {loaded.get('modified')}) and has changed since "
+            f"({now.get('size')} bytes, modified {now.get('modified')}): with `write_disposition` `append` the rows "
+            "it held then would land twice, so it is not loaded again. Load its new version with `merge` (and a "
+            "`primary_key`) or `replace`, with `full_refresh`, or under a new file name")

@@ -22,9 +22,11 @@ from fsspec import AbstractFileSystem
 
 from cai_common import checks
 from cai_common.checks import Check
+from cai_common.file_versions import Fingerprint, SourceChanged, guard
 from cai_common.pg_types import accepts, column_pg_type, comparable, dlt_column
 from dlt_sources.filesystem.configuration import CsvOptions
 from dlt_sources.filesystem.readers import TableTypes, read_csv_batches, table_name_for
+from dlt_sources.filesystem.readiness import NotReady, Readiness, ReadyFiles
 from dlt_sources.filesystem.reports import (
     LEDGER_KEY,
     RESOURCE_NAME,
@@ -32,6 +34,7 @@ from dlt_sources.filesystem.reports import (
     CsvFileError,
     FileReport,
     ReadReport,
+    changed_since_loaded,
     stamp,
 )
 from dlt_sources.filesystem.staging import Progress, pinned_types, stage_csv, supports_fast_path
@@ -52,6 +55,8 @@ def csv_tables(
     columns: dict[str, str] | None = None,
     destination_types: dict[str, dict[str, str]] | None = None,
     type_beside_load: bool = False,
+    readiness: Readiness | None = None,
+    refuse_changed: bool = False,
 ) -> DltResource:
     """A dlt resource loading every new or changed CSV file, one table per file stem.
 
@@ -72,6 +77,10 @@ def csv_tables(
         type_beside_load: create tables from each file's first rows and let the pass over every value
             run beside its COPY (`staging`, `cai_common.checks`); the destination's load job must wait
             for the verdict, as the postgres destination's does.
+        readiness: take only files that are ready (settled, or with their marker); the others are left for
+            the next run in ``report.not_ready``. None takes every file as listed.
+        refuse_changed: a file loaded before that has changed since fails (or is skipped) instead of
+            loading again: with ``append`` its first rows would land twice.
     """
     listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
     types = TableTypes()
@@ -79,9 +88,18 @@ def csv_tables(
     pinned = pinned_types(columns)
     file_url_of = [""]  # the file being read, for errors raised while declaring its columns
 
-    def staged(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
+    ready = ReadyFiles(fs, readiness or Readiness(0.0), not_ready=report.not_ready)
+
+    def staged(file: FileItemDict, table: str, entry: FileReport, taken: Fingerprint) -> Iterator[Any]:
         assert stage_dir is not None
         csv_file = stage_csv(file, options, stage_dir, progress, pinned, later=type_beside_load)
+        try:
+            guard(fs, file["file_url"], taken)()  # read whole, or linked: still the version found ready
+        except SourceChanged:
+            if csv_file.verdict is not None:
+                csv_file.verdict.cancel()
+            csv_file.path.unlink(missing_ok=True)
+            raise
         entry.path = "copy" if supports_fast_path(options) else "transcoded"
         schema = dlt.current.source_schema()
         table = schema.naming.normalize_table_identifier(table)
@@ -134,7 +152,7 @@ def csv_tables(
                 raise CsvFileError(file_url_of[0], checks.type_conflict(name, table, pg_type, has))
         return new_columns
 
-    def batches(file: FileItemDict, table: str, entry: FileReport) -> Iterator[Any]:
+    def batches(file: FileItemDict, table: str, entry: FileReport, taken: Fingerprint) -> Iterator[Any]:
         entry.path = "arrow"
         if on_bad_file == "skip":  # read it once before yielding anything: a bad file adds no rows
             for _ in read_csv_batches(file, options):
@@ -148,17 +166,30 @@ def csv_tables(
 
     def csv_rows(files: list[FileItemDict]) -> Iterator[Any]:
         ledger: dict[str, Any] = dlt.current.resource_state().setdefault(LEDGER_KEY, {})
+        fresh = []
         for file in files:
-            version = stamp(file)
-            if not full_refresh and ledger.get(file["file_url"]) == version:
+            if not full_refresh and ledger.get(file["file_url"]) == stamp(file):
+                report.unchanged += 1
+                continue
+            fresh.append(file)
+        for taken in ready.take(fresh):
+            file, version = taken.file, taken.fingerprint.stamp()
+            loaded = None if full_refresh else ledger.get(file["file_url"])
+            if loaded == version:
                 report.unchanged += 1
                 continue
             table = table_name or table_name_for(file["file_name"])
-            entry = FileReport(file_url=file["file_url"], table=table, size_bytes=file.get("size_in_bytes"))
+            entry = FileReport(file_url=file["file_url"], table=table, size_bytes=taken.fingerprint.size)
             file_url_of[:] = [file["file_url"]]
             report.files.append(entry)
             try:
-                yield from (staged if fast else batches)(file, table, entry)
+                if refuse_changed and loaded is not None:
+                    raise CsvFileError(file["file_url"], changed_since_loaded(loaded, version))
+                yield from (staged if fast else batches)(file, table, entry, taken.fingerprint)
+            except SourceChanged as exc:  # a producer wrote to it while it was read: the next run takes it
+                report.files.remove(entry)
+                report.not_ready.append(NotReady(file["file_url"], f"changed while it was read ({exc.difference})"))
+                continue
             except CsvFileError as exc:
                 entry.status, entry.error = ("skipped" if on_bad_file == "skip" else "failed"), exc.problem
                 entry.rows = 0

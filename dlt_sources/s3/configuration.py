@@ -20,6 +20,10 @@ class S3SourceConfig(FileSourceOptions, S3Credentials):
     bucket: str = Field(..., min_length=1, description="bucket name")
     path: str = Field("", description="prefix inside the bucket, e.g. incoming")
 
+    def default_settle_seconds(self) -> float:
+        """0: an object is listed only once its upload completed, whole."""
+        return 0.0
+
     def bucket_url(self) -> str:
         """The fsspec URL of the prefix."""
         prefix = self.path.strip("/")

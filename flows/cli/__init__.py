@@ -241,6 +241,13 @@ def load_csv(
     column: Annotated[list[str] | None, typer.Option(
         help="pin a column's PostgreSQL type instead of inferring it, e.g. mrn:text or dose:numeric(10,3); repeatable",
     )] = None,
+    settle_seconds: Annotated[float | None, typer.Option(
+        help="take a file only once it stayed unchanged this long (0: at once); default: CAI_SETTLE_SECONDS (5) "
+             "on folders, 0 on S3 and with --ready-marker",
+    )] = None,
+    ready_marker: Annotated[str | None, typer.Option(
+        help="take a file only once this marker is beside it: {name}.done (per file) or _SUCCESS (per folder)",
+    )] = None,
 ) -> None:
     """Load CSV files into PostgreSQL (no connector needed); re-runs load only new or changed files."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
@@ -255,7 +262,7 @@ def load_csv(
     _log_to_file()
     try:
         pinned = loader.pinned_columns(column or [])
-        source = loader.source_for(location, replace, pinned)
+        source = loader.source_for(location, replace, pinned, settle_seconds=settle_seconds, ready_marker=ready_marker)
         files, size, copied_size = loader.matched_bytes(source)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
@@ -265,8 +272,7 @@ def load_csv(
             read = bar.add_task(f"read {files} file(s)", total=size or None)
             copied = bar.add_task("COPY into PostgreSQL", total=copied_size)
             with watching(lambda n: bar.advance(copied, n)):
-                outcome = loader.load_csv(location, dsn, schema, table, replace,
-                                          progress=lambda n: bar.advance(read, n), columns=pinned)
+                outcome = loader.load_csv(source, dsn, schema, table, progress=lambda n: bar.advance(read, n))
     except BadFilesError as exc:
         console.print(_table("files", [f.as_dict() for f in exc.failures], ["file_url", "table", "status", "error"]))
         console.print(f"[red]failed[/red]: {mask_secrets(str(exc), [dsn])}")

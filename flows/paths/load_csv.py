@@ -56,15 +56,19 @@ def pinned_columns(options: list[str]) -> dict[str, str]:
     return pinned
 
 
-def source_for(location: str, replace: bool, columns: dict[str, str] | None = None) -> FileSourceOptions:
+def source_for(
+    location: str, replace: bool, columns: dict[str, str] | None = None, *,
+    settle_seconds: float | None = None, ready_marker: str | None = None,
+) -> FileSourceOptions:
     """The config of the file source kind that reads the location's URL scheme (S3 credentials come
-    from MINIO_* variables).
+    from MINIO_* variables); ``settle_seconds`` and ``ready_marker`` as a connector's source takes them.
 
     Raises:
         ColumnOptionError: a pinned column type that is not a PostgreSQL type (the `--column` named).
     """
     base, pattern = split_location(location)
-    common = {"file_pattern": pattern, "full_refresh": replace, "columns": columns or {}}
+    common = {"file_pattern": pattern, "full_refresh": replace, "columns": columns or {},
+              "settle_seconds": settle_seconds, "ready_marker": ready_marker}
     scheme = base.split("://", 1)[0].lower() if "://" in base else ""
     kind = SOURCES.for_scheme(scheme)
     if kind is None or kind.from_url is None:
@@ -93,16 +97,18 @@ def matched_bytes(source: FileSourceOptions) -> tuple[int, int, int | None]:
 
 
 def load_csv(
-    location: str, dsn: str, schema: str = "public", table: str | None = None, replace: bool = False,
-    progress: Callable[[int], None] | None = None,
+    location: str | FileSourceOptions, dsn: str, schema: str = "public", table: str | None = None,
+    replace: bool = False, progress: Callable[[int], None] | None = None,
     columns: dict[str, str] | None = None,
 ) -> PathOutcome:
-    """Load the CSV files at ``location`` into ``schema`` of the database at ``dsn``.
+    """Load the CSV files at ``location`` (or of a source made by `source_for`) into ``schema`` of the
+    database at ``dsn``.
 
     Files already loaded by an earlier `load-csv` of the same location, schema and table are not read
     again unless ``replace`` (which reloads every file and replaces the tables).
     """
-    source = source_for(location, replace, columns)
+    source = location if isinstance(location, FileSourceOptions) else source_for(location, replace, columns)
+    replace = source.full_refresh
     target = PostgresDestinationConfig.parse(
         {"connection_string": dsn, "schema": schema, "table_name": table,
          "write_disposition": "replace" if replace else "append"},

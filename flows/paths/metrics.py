@@ -83,6 +83,18 @@ def reconcile(metrics: dict[str, Any], rows_read: dict[str, int], rows_written: 
         raise ReconciliationError(read, written, metrics)
 
 
+def not_ready_note(not_ready: list[Any], changed: int = 0) -> str:
+    """The summary's words for files left for the next run ("" when there are none)."""
+    note = ""
+    if not_ready:
+        reasons = sorted({n.reason.split(" (", 1)[0] for n in not_ready})
+        note += f"; {len(not_ready)} file(s) not ready ({'; '.join(reasons)}), left for the next run"
+    if changed:
+        note += (f"; {changed} file(s) changed while they were copied (a producer still writing): their copies "
+                 "were discarded and their sources kept for the next run")
+    return note
+
+
 def artifact_table(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per file (loaded or written) or else per table, for a Prefect table artifact."""
     files = metrics.get("files") or []

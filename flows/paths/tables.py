@@ -29,7 +29,7 @@ from dlt_sources.filesystem import (
     open_filesystem,
 )
 from dlt_sources.sql_database import SqlDatabaseSourceConfig
-from flows.paths.metrics import load_metrics, reconcile
+from flows.paths.metrics import load_metrics, not_ready_note, reconcile
 from flows.paths.pipelines import (
     PathOutcome,
     adopt_legacy_ledger,
@@ -213,6 +213,8 @@ def load_csv_files(
         destination_types=existing_column_types(target.dsn(), target.schema_name),
         # A merge COPYs into dlt's staging table and merges after: there the types are settled first.
         type_beside_load=disposition != "merge",
+        readiness=source.readiness(),
+        refuse_changed=disposition == "append",
     )
     resource.apply_hints(write_disposition=disposition, primary_key=target.primary_key)
     try:
@@ -228,6 +230,8 @@ def load_csv_files(
             entry.error, entry.rows = _copy_error(error), 0
     metrics["files"] = [f.as_dict() for f in report.files]
     metrics["files_unchanged"] = report.unchanged
+    metrics["files_not_ready"] = len(report.not_ready)
+    metrics["not_ready"] = [n.as_dict() for n in report.not_ready]
     # Imported files skip dlt's normalize step, whose counts would read 0: count from the files.
     metrics["row_counts"] = report.rows_by_table()
     reconcile(metrics, report.rows_by_table(), copied_rows(metrics["load_ids"]))
@@ -311,6 +315,8 @@ def _summary(
     skipped = [f for f in report.files if f.status == "skipped"]
     if not report.files:
         where = f"`{source.file_pattern}` under `{source.bucket_url()}`"
+        if report.not_ready:
+            return f"nothing loaded from {where}" + not_ready_note(report.not_ready)
         if report.unchanged:
             return f"no new or changed files: {report.unchanged} file(s) matching {where} already loaded"
         return f"no files matched {where}; nothing loaded"
@@ -320,4 +326,4 @@ def _summary(
         text += f"; {report.unchanged} unchanged file(s) not read again"
     if skipped:
         text += "; skipped: " + "; ".join(f"`{f.file_url}`: {f.error}" for f in skipped)
-    return text
+    return text + not_ready_note(report.not_ready)

@@ -16,7 +16,7 @@ from dlt_destinations import DESTINATIONS
 from dlt_destinations.files import FilesystemTarget, TransferTarget, transfer_destination
 from dlt_sources.filesystem import BadFilesError, FileSourceOptions, ReadReport, ensure_location, open_filesystem
 from dlt_sources.filesystem.manifests import MANIFESTS, file_manifests
-from flows.paths.metrics import load_metrics
+from flows.paths.metrics import load_metrics, not_ready_note
 from flows.paths.pipelines import (
     PathOutcome,
     adopt_legacy_ledger,
@@ -65,7 +65,7 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     if copy_mode:  # the ledger an earlier version kept under `connector_<id>` for this kind of destination
         adopt_legacy_ledger(pipeline, legacy_name(connector), MANIFESTS, legacy_destination=name)
     resource = file_manifests(source.bucket_url(), source.file_pattern, fs=src_fs, report=report,
-                              skip_unchanged=copy_mode and not source.full_refresh)
+                              skip_unchanged=copy_mode and not source.full_refresh, readiness=source.readiness())
     extract_info = pipeline.extract(resource)
     normalize_info = pipeline.normalize()
     load_info = pipeline.load(raise_on_failed_jobs=True)
@@ -74,13 +74,17 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     if copy_mode:  # only what arrived, verified, is never sent again
         remember_files(pipeline, {r["file_url"]: report.stamps[r["file_url"]] for r in results
                                   if r["status"] == "copied"}, MANIFESTS)
+    changed = [r for r in results if r["status"] == "changed"]
     metrics.update(files=results, files_unchanged=report.unchanged,
-                   bytes_written=sum(r["bytes"] for r in results))
-    done = len(results) - len(failed)
-    summary = (f"{'copied' if copy_mode else 'moved'} {done} of {len(results)} file(s) "
+                   bytes_written=sum(r["bytes"] for r in results if r["status"] in ("copied", "moved")),
+                   files_not_ready=len(report.not_ready) + len(changed),
+                   not_ready=[n.as_dict() for n in report.not_ready])
+    done = len(results) - len(failed) - len(changed)
+    summary = (f"{'copied' if copy_mode else 'moved'} {done} of {len(results) - len(changed)} file(s) "
                f"({metrics['bytes_written']} bytes) to {target.location()}")
     if report.unchanged:
         summary += f"; {report.unchanged} unchanged file(s) already copied"
+    summary += not_ready_note(report.not_ready, len(changed))
     if failed:
         raise BadFilesError([_Failure(r["file_url"], r["error"]) for r in failed], summary, metrics)
     return PathOutcome(rows=0, summary=summary, metrics=metrics)

@@ -2,8 +2,10 @@
 
 Folder, S3 (moto over HTTP), SFTP (asyncssh over TCP) and REST (a local HTTP server) each get the
 same tests: exact bytes at the relative path, a second send replacing the file whole with no temp
-file left behind, escaping paths refused before a byte moves, and a failed send leaving nothing
-under the final name while the source stays.
+file left behind, escaping paths refused before a byte moves, a failed send leaving nothing
+under the final name while the source stays, and a source that a producer wrote to after it was
+taken refused (`SourceChanged`), with nothing under the final name where the target can take a copy
+back (every kind but an upload endpoint).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import fsspec
 import pytest
 
+from cai_common.file_versions import SourceChanged, guard, observe
 from dlt_destinations import DESTINATIONS
 from dlt_destinations.files import FilesystemTarget, TransferTarget
 from dlt_destinations.writer import UnsafePathError
@@ -27,6 +30,8 @@ class TargetContract:
 
     failure: type[BaseException] = OSError
     """What a broken destination raises (the flow records its message per file)."""
+    takes_back = True
+    """A copy of a source that changed is discarded (False for an endpoint that stored it already)."""
 
     def landed(self, target: Any, relative_path: str) -> bytes | None:
         """The bytes under the final name, or None."""
@@ -37,40 +42,58 @@ class TargetContract:
         raise NotImplementedError
 
     @pytest.fixture
-    def source(self, tmp_path: Path) -> tuple[Any, str]:
+    def source(self, tmp_path: Path) -> tuple[Any, str, Any]:
+        """(filesystem, path, the check that the file is still the version taken now)."""
         path = tmp_path / "source" / "scan.bin"
         path.parent.mkdir()
         path.write_bytes(DATA)
-        return fsspec.filesystem("file"), str(path)
+        fs = fsspec.filesystem("file")
+        taken = observe(fs, str(path))
+        assert taken is not None
+        return fs, str(path), guard(fs, str(path), taken)
 
-    def test_delivers_exact_bytes_at_the_relative_path(self, target: TransferTarget, source: tuple[Any, str]) -> None:
-        result = target.send(*source, "2024/q1/scan.bin")
+    def test_a_source_written_to_after_it_was_taken_is_refused(
+        self, target: TransferTarget, source: tuple[Any, str, Any],
+    ) -> None:
+        with open(source[1], "ab") as producer:  # a producer still appending
+            producer.write(b"more rows\n")
+        with pytest.raises(SourceChanged, match="size 2097155 -> 2097165 bytes"):
+            target.send(source[0], source[1], "scan.bin", source[2])
+        if self.takes_back:
+            assert self.landed(target, "scan.bin") is None
+            assert self.names(target) == []  # no temp file either
+        assert Path(source[1]).read_bytes() == DATA + b"more rows\n"
+
+    def test_delivers_exact_bytes_at_the_relative_path(
+        self, target: TransferTarget, source: tuple[Any, str, Any],
+    ) -> None:
+        result = target.send(source[0], source[1], "2024/q1/scan.bin", source[2])
         assert result["bytes"] == len(DATA)
         assert self.landed(target, "2024/q1/scan.bin") == DATA
 
     def test_a_second_send_replaces_the_file_whole_and_leaves_no_temp_file(
-        self, target: TransferTarget, source: tuple[Any, str],
+        self, target: TransferTarget, source: tuple[Any, str, Any],
     ) -> None:
-        target.send(*source, "scan.bin")
-        target.send(*source, "scan.bin")
+        target.send(source[0], source[1], "scan.bin", source[2])
+        target.send(source[0], source[1], "scan.bin", source[2])
         assert self.landed(target, "scan.bin") == DATA
         assert self.names(target) == ["scan.bin"]
 
     @pytest.mark.parametrize("bad", ["../escape.bin", "/etc/escape.bin", "a/../../escape.bin"])
     def test_escaping_paths_are_refused_before_anything_moves(
-        self, target: TransferTarget, source: tuple[Any, str], bad: str,
+        self, target: TransferTarget, source: tuple[Any, str, Any], bad: str,
     ) -> None:
         with pytest.raises(UnsafePathError):
             target.url(bad)
         with pytest.raises(UnsafePathError):
-            target.send(*source, bad)
+            target.send(source[0], source[1], bad, source[2])
         assert self.names(target) == []
 
     def test_a_failed_send_leaves_nothing_under_the_final_name_and_the_source_intact(
-        self, broken: TransferTarget, source: tuple[Any, str],
+        self, broken: TransferTarget, source: tuple[Any, str, Any],
     ) -> None:
         with pytest.raises(self.failure):
-            broken.send(*source, "scan.bin")
+            broken.send(source[0], source[1], "scan.bin", source[2])
         assert self.landed(broken, "scan.bin") is None
         assert self.names(broken) == []  # no temp file either
         assert Path(source[1]).read_bytes() == DATA
@@ -157,6 +180,8 @@ class TestSftp(TargetContract):
 
 
 class TestRest(TargetContract):
+    takes_back = False  # what an endpoint stored stays stored: the source stays for the next run
+
     @pytest.fixture
     def target(self, upload_server: Any) -> Any:
         self.server = upload_server
