@@ -1,17 +1,15 @@
 """File transfer sources: one small manifest per matched file, for a file-moving dlt destination.
 
-In copy mode the manifests of files already transferred unchanged are left out (the same ledger in
-dlt's resource state as CSV loading), so a re-run sends nothing twice. Move mode needs no ledger:
-a moved file is gone from the source. The ledger is only read here: a file enters it once its copy
-was delivered and verified (`flows.paths.pipelines.remember_files`), so a run that dies between listing
-and delivering leaves nothing marked as sent. Only files that are ready (`readiness`) are listed for
-transfer: a file a producer is still writing waits for the next run.
+In copy mode the manifests of files already delivered unchanged are left out (the caller passes the
+ledger of delivered versions, which the data path keeps in the config store), so a re-run sends
+nothing twice. Move mode needs no ledger: a moved file is gone from the source. Only files that are
+ready (`readiness`) are listed for transfer: a file a producer is still writing waits for the next run.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dlt
@@ -22,14 +20,14 @@ from fsspec import AbstractFileSystem
 
 from cai_common.file_versions import fs_path
 from dlt_sources.filesystem.readiness import Readiness, ReadyFiles
-from dlt_sources.filesystem.reports import LEDGER_KEY, ReadReport, stamp
+from dlt_sources.filesystem.reports import ReadReport, stamp
 
 MANIFESTS = "file_manifests"
 
 
 def file_manifests(
-    bucket_url: str, file_glob: str, *, fs: AbstractFileSystem, report: ReadReport, skip_unchanged: bool,
-    readiness: Readiness,
+    bucket_url: str, file_glob: str, *, fs: AbstractFileSystem, report: ReadReport,
+    delivered: Mapping[str, Any] | None, readiness: Readiness,
 ) -> DltResource:
     """A dlt resource yielding {file_url, source_path (as ``fs`` opens it), relative_path, size, modified,
     fingerprint, marker_url} for every
@@ -37,15 +35,15 @@ def file_manifests(
 
     ``fingerprint`` (JSON) is the file's size, modification time and identity when it was found ready:
     the destination checks the file against it around the copy and deletes nothing that differs.
+    ``delivered`` (file URL -> stamp) lists the versions copied already; those are left out.
     """
     listing = filesystem(bucket_url=bucket_url, credentials=fs, file_glob=file_glob)
     ready = ReadyFiles(fs, readiness, not_ready=report.not_ready)
 
     def manifests(files: list[FileItemDict]) -> Iterator[dict[str, Any]]:
-        ledger: dict[str, Any] = dlt.current.resource_state().setdefault(LEDGER_KEY, {})
         fresh = []
         for file in files:
-            if skip_unchanged and ledger.get(file["file_url"]) == stamp(file):
+            if delivered is not None and delivered.get(file["file_url"]) == stamp(file):
                 report.unchanged += 1
                 continue
             fresh.append(file)

@@ -20,12 +20,13 @@ from flows.paths.metrics import load_metrics, not_ready_note
 from flows.paths.pipelines import (
     PathOutcome,
     adopt_legacy_ledger,
+    files_ledger,
     legacy_name,
     pipeline_name_for,
     pipelines_dir,
-    remember_files,
 )
 from flows.store.connector_config import ConnectorConfig
+from flows.store.delivered import DeliveredFiles
 
 
 def _transfer_target(connector: ConnectorConfig, verify: Literal["hash", "size"]) -> tuple[str, TransferTarget]:
@@ -51,10 +52,17 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
     copy_mode = source.transfer == "copy"
     src_fs = open_filesystem(source)
     ensure_location(source, src_fs, connector.connector_id)
+    delivered = DeliveredFiles(pipeline_name_for(connector), connector.connector_id)
+
+    def on_result(result: dict[str, Any]) -> None:
+        if copy_mode and result["status"] == "copied":  # only what arrived, verified, is never sent again
+            delivered.record(result["file_url"], report.stamps[result["file_url"]], result["url"], result.get("sha256"))
+        results.append(result)
+
     pipeline = dlt.pipeline(
-        pipeline_name=pipeline_name_for(connector),
+        pipeline_name=delivered.pipeline_name,
         pipelines_dir=str(pipelines_dir()),
-        destination=transfer_destination(name, src_fs, target, results.append, move=not copy_mode),
+        destination=transfer_destination(name, src_fs, target, on_result, move=not copy_mode),
         dataset_name="transfers",
     )
     pipeline.sync_destination()
@@ -62,18 +70,25 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
         # A run that died left manifests of files it may have sent already: listing the source again
         # is the truth (a moved file is gone from it, the rest is sent now), so its package is dropped.
         pipeline.drop_pending_packages()
-    if copy_mode:  # the ledger an earlier version kept under `connector_<id>` for this kind of destination
-        adopt_legacy_ledger(pipeline, legacy_name(connector), MANIFESTS, legacy_destination=name)
+    versions: dict[str, Any] | None = None
+    if copy_mode:
+        versions = delivered.versions()
+        if not versions:  # a ledger an earlier version kept on this worker's disk moves to the store
+            versions = _ledger_on_disk(pipeline, connector, name)
+            delivered.record_many(versions)
+    if source.full_refresh:
+        versions = None
+
     resource = file_manifests(source.bucket_url(), source.file_pattern, fs=src_fs, report=report,
-                              skip_unchanged=copy_mode and not source.full_refresh, readiness=source.readiness())
-    extract_info = pipeline.extract(resource)
-    normalize_info = pipeline.normalize()
-    load_info = pipeline.load(raise_on_failed_jobs=True)
+                              delivered=versions, readiness=source.readiness())
+    try:
+        extract_info = pipeline.extract(resource)
+        normalize_info = pipeline.normalize()
+        load_info = pipeline.load(raise_on_failed_jobs=True)
+    finally:
+        delivered.close()
     metrics = load_metrics(pipeline, extract_info, normalize_info, load_info)
     failed = [r for r in results if r["status"] == "failed"]
-    if copy_mode:  # only what arrived, verified, is never sent again
-        remember_files(pipeline, {r["file_url"]: report.stamps[r["file_url"]] for r in results
-                                  if r["status"] == "copied"}, MANIFESTS)
     changed = [r for r in results if r["status"] == "changed"]
     metrics.update(files=results, files_unchanged=report.unchanged,
                    bytes_written=sum(r["bytes"] for r in results if r["status"] in ("copied", "moved")),
@@ -94,3 +109,10 @@ def files_transfer(connector: ConnectorConfig) -> PathOutcome:
 class _Failure:
     file_url: str
     error: str
+
+
+def _ledger_on_disk(pipeline: Any, connector: ConnectorConfig, destination_name: str) -> dict[str, Any]:
+    """The delivered-files ledger earlier versions kept in dlt's local state (this pipeline's, or the
+    `connector_<id>` pipeline's for the same kind of destination), to move into the config store."""
+    adopt_legacy_ledger(pipeline, legacy_name(connector), MANIFESTS, legacy_destination=destination_name)
+    return dict(files_ledger(pipeline.state, MANIFESTS) or {})

@@ -156,6 +156,7 @@ def test_upgrading_from_connector_id_pipelines_loads_nothing_twice(
             old_version.setattr(module, "pipeline_name_for", lambda c: f"connector_{c.connector_id}")
         assert run_connector_pipeline(loader)["rows_ingested"] == 2
         assert "copied 1 of 1" in run_connector_pipeline(copier)["log_summary"]
+    _as_earlier_versions_kept_it(config_store, f"connector_{copier}")
     (tmp_path / "archive" / "labs.csv").unlink()  # a copy resent would show up here again
 
     upgraded = run_connector_pipeline(loader)
@@ -166,3 +167,18 @@ def test_upgrading_from_connector_id_pipelines_loads_nothing_twice(
         assert conn.execute(f"SELECT count(*) FROM {schema_name}.labs").fetchone() == (2,)
     (incoming / "more.csv").write_text("id,value\n3,1\n")
     assert run_connector_pipeline(loader)["rows_ingested"] == 1
+
+
+def _as_earlier_versions_kept_it(config_store: str, pipeline_name: str) -> None:
+    """Move a copy pipeline's delivered-files ledger from the config store into its dlt state on this
+    worker's disk, where versions before `cai_delivered_files` kept it."""
+    import dlt
+
+    from dlt_sources.filesystem.manifests import MANIFESTS
+    from flows.paths.pipelines import pipelines_dir, remember_files
+
+    with psycopg.connect(config_store) as conn:
+        rows = conn.execute("DELETE FROM cai_delivered_files WHERE pipeline_name = %s RETURNING file_url, version",
+                            (pipeline_name,)).fetchall()
+    assert rows
+    remember_files(dlt.attach(pipeline_name, pipelines_dir=str(pipelines_dir())), dict(rows), MANIFESTS)
