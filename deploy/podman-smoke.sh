@@ -85,6 +85,14 @@ out=$(podman run --rm --no-healthcheck --network host -e DATABASE_URL="$store_ur
 echo "$out"
 echo "$out" | grep -E "config database .*OK" >/dev/null || { echo "cai doctor in the image did not reach PostgreSQL" >&2; exit 1; }
 
+# Without the shared config store the image's default command (the worker) refuses to start, in one line:
+# no embedded database inside a pod, recording runs the platform never sees.
+if refused=$(podman run --rm --no-healthcheck "$IMAGE" 2>&1); then
+  echo "the image's worker started without DATABASE_URL" >&2; exit 1
+fi
+echo "$refused" | grep -qF 'needs `DATABASE_URL`' || { echo "the worker's refusal did not name DATABASE_URL: $refused" >&2; exit 1; }
+echo "without DATABASE_URL the image's worker refuses: ${refused:0:60}..."
+
 # The image as the platform runs it: its default command is the worker; a run triggered through the
 # Prefect API is picked up by the worker in the container, runs there (warm), and records success.
 prefect_home=$(mktemp -d)

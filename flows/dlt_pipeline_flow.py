@@ -14,12 +14,13 @@ from typing import Any
 from prefect import Flow, flow_engine, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from cai_common import exit_without_final_collection, is_transient
 from flows.orchestration import run
 from flows.paths.metrics import artifact_table
 from flows.store import connector_config, run_records
+from flows.store.config_store import require_shared_store
 
 # A flow run's own process (a cold run, `cai run`) ends when its record is closed, not 0.6 s later.
 exit_without_final_collection()
@@ -146,4 +147,6 @@ def run_connector_pipeline(connector_id: int, prefect_flow_run_id: str | None = 
     Raises:
         ConnectorRunFailed: after the run record is closed as `failed`; ``.result`` holds the dict.
     """
+    if deployment.get_id():  # the platform's run: recorded where the platform reads, never in an embedded database
+        require_shared_store(f"connector {connector_id}: a flow run of a deployment")
     return run.run_connector(connector_id, prefect_flow_run_id or flow_run.get_id(), PREFECT_STEPS)

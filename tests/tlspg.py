@@ -1,4 +1,4 @@
-"""A real PostgreSQL that speaks only TLS, with a certificate authority made here.
+"""Extra PostgreSQL clusters for tests: one that speaks only TLS (a CA made here), and a plain one.
 
 Debian's PostgreSQL binaries (the machine's own server is Debian's; `.ci/run` installs it) run a
 second cluster in a temporary folder: `ssl = on`, a server certificate for `localhost` signed by a
@@ -101,36 +101,58 @@ def _free_port() -> int:
 
 
 @contextmanager
-def tls_postgres() -> Iterator[TlsPostgres]:
-    """Start the TLS-only cluster; stop and remove it afterwards."""
+def _cluster(work: Path, hba: str, options: str, owned: tuple[Path, ...] = ()) -> Iterator[int]:
+    """A cluster of Debian's binaries in ``work`` (its pg_hba.conf ``hba``, postgres ``options``) on a
+    free port of localhost; yields the port and stops the cluster afterwards."""
     bin_dir = _postgres_bin()
-    work = Path(tempfile.mkdtemp(prefix="cai-tls-pg-"))
-    work.chmod(0o755)
     as_postgres: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the cluster belongs to `postgres`
         as_postgres = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(work, "postgres")
+        for path in owned:
+            shutil.chown(path, "postgres")
+    data, log = work / "data", work / "server.log"
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
+    (data / "pg_hba.conf").write_text(hba)
+    port = _free_port()
+    options = f"-p {port} -k {work} -c listen_addresses=localhost -c fsync=off {options}"
+    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
+                    "-w", "-t", "60", "start"], check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+
+
+@contextmanager
+def tls_postgres() -> Iterator[TlsPostgres]:
+    """Start the TLS-only cluster; stop and remove it afterwards."""
+    work = Path(tempfile.mkdtemp(prefix="cai-tls-pg-"))
+    work.chmod(0o755)
     try:
         ca, ca_key, ca_cert = make_ca(work, "cai test CA")
         wrong_ca, _, _ = make_ca(work, "some other CA")
         server_cert, server_key = make_server_cert(work, ca_key, ca_cert, "localhost")
-        data, log = work / "data", work / "server.log"
-        if as_postgres:
-            shutil.chown(work, "postgres")
-            for path in (server_cert, server_key):
-                shutil.chown(path, "postgres")
-        subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-        (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
-                                          "hostssl all all ::1/128 trust\n")
-        port = _free_port()
-        options = (f"-p {port} -k {work} -c listen_addresses=localhost -c ssl=on -c ssl_cert_file={server_cert} "
-                   f"-c ssl_key_file={server_key} -c log_connections=on -c fsync=off")
-        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
-                        "-w", "-t", "60", "start"], check=True, capture_output=True)
-        try:
-            yield TlsPostgres(host="localhost", port=port, ca=ca, wrong_ca=wrong_ca, log=log)
-        finally:
-            subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True)
+        hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n"
+        options = (f"-c ssl=on -c ssl_cert_file={server_cert} -c ssl_key_file={server_key} "
+                   "-c log_connections=on")
+        with _cluster(work, hba, options, owned=(server_cert, server_key)) as port:
+            yield TlsPostgres(host="localhost", port=port, ca=ca, wrong_ca=wrong_ca, log=work / "server.log")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def plain_postgres() -> Iterator[str]:
+    """A cluster of Debian's full server (contrib extensions included: pg_trgm, which Prefect's tables
+    need and the embedded server lacks) on localhost over plain TCP; yields its libpq URL."""
+    work = Path(tempfile.mkdtemp(prefix="cai-pg-"))
+    work.chmod(0o755)
+    try:
+        hba = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+        with _cluster(work, hba, "") as port:
+            yield f"postgresql://postgres@localhost:{port}/postgres"
     finally:
         shutil.rmtree(work, ignore_errors=True)

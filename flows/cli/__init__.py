@@ -418,6 +418,13 @@ def worker(
     import sys
 
     from flows.orchestration.deployment import WORK_POOL
+    from flows.store.config_store import ensure_current_schema, require_shared_store
+
+    try:  # a worker records runs the platform reads: in the shared store, on this version's schema
+        ensure_current_schema(require_shared_store("`cai worker`"))
+    except Exception as exc:
+        console.print(f"[red]cai worker[/red]: {mask_secrets(explain(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     from flows.orchestration.warm import DEFAULT_RUNS_PER_CORE, usable_cores
 
     # A run waits for the next poll: Prefect's 10 s left slots idle (measured +43 % runs/min at 2 s), and an
@@ -465,12 +472,17 @@ def server(
     import sys
 
     from flows.orchestration.prefect_server import PREFECT_DATABASE, server_environment
-    from flows.store.config_store import database_url as store_url
+    from flows.store.config_store import require_shared_store
 
     if database_url:
         environment = server_environment(database_url, _database_name(database_url) or PREFECT_DATABASE)
     else:
-        environment = server_environment(store_url(), PREFECT_DATABASE)
+        try:  # never a server on an embedded database inside one container
+            store = require_shared_store("`cai server` without `--database-url`")
+        except Exception as exc:
+            console.print(f"[red]cai server[/red]: {explain(exc)}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        environment = server_environment(store, PREFECT_DATABASE)
     os.environ.update(environment)
     console.print(f"Prefect server on {mask_secrets(environment['PREFECT_API_DATABASE_CONNECTION_URL'])}; "
                   f"API at http://{host}:{port}/api")

@@ -93,11 +93,13 @@ def run_checks(url: str | None = None) -> list[Check]:
     """Every check, in order: config DB, stale runs, Prefect API and deployment, then the connectors."""
     from cai_common.probes import postgres_version
     from flows.orchestration.heartbeat import sweep_stale_runs
-    from flows.store.config_store import database_url
+    from flows.store.config_store import database_url, ensure_current_schema
 
     dsn = url or database_url()
     checks = [_probe("config database", dsn, lambda: postgres_version(dsn))]  # URL passwords are always masked
     if checks[0].ok:
+        checks.append(_probe("config store schema", "cai_schema_migrations",
+                             lambda: f"version {ensure_current_schema(dsn)}"))
         def sweep() -> str:
             closed = sweep_stale_runs(dsn)
             listed = ", ".join(f"run {r['id']} (connector {r['connector_id']})" for r in closed)

@@ -42,8 +42,10 @@ def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> d
     """Run one connector end to end and record the run (see the module docstring)."""
     from flows.orchestration.concurrency import describe, one_run_per_connector, wait_seconds
     from flows.orchestration.heartbeat import heartbeat
+    from flows.store.config_store import ensure_current_schema
 
     logger = steps.logger()
+    ensure_current_schema()  # a store without this version's tables: stop now, never an unrecorded run
     _sweep(logger, steps.prefect)
     with contextlib.ExitStack() as slot:
         try:

@@ -6,6 +6,7 @@ from importlib import resources
 from types import TracebackType
 from typing import Any
 
+from cai_common.errors import CaiError
 from cai_common.settings import settings
 from flows.store.embedded import embedded_database_url
 
@@ -20,6 +21,55 @@ _MIGRATION_LOCK = 0x6361_6900
 def database_url() -> str:
     """`DATABASE_URL`, or the embedded server's URL when it is not set."""
     return settings().database_url or embedded_database_url()
+
+
+class SharedStoreRequired(CaiError, RuntimeError):
+    """Something the platform runs (a worker, a deployment's flow run, a Prefect server) with no `DATABASE_URL`."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} needs `DATABASE_URL`, the config store every worker shares: an embedded "
+                         "database is only for `cai demo`, `cai load-csv` and `cai run` at a terminal")
+
+
+def require_shared_store(what: str) -> str:
+    """`DATABASE_URL`; raises SharedStoreRequired naming ``what`` when it is not set (no embedded fallback)."""
+    url = settings().database_url
+    if not url:
+        raise SharedStoreRequired(what)
+    return url
+
+
+class StoreOutdated(CaiError, RuntimeError):
+    """A config store without the schema this version writes (`cai init-db` never ran, or an older one did)."""
+
+    def __init__(self, missing: list[str], location: str) -> None:
+        self.missing, self.location = missing, location
+        super().__init__(f"the config store at {location} lacks schema version(s) {', '.join(missing)} that this "
+                         "version of cai writes: run `cai init-db` against it (nothing was run or recorded)")
+
+
+def schema_versions(url: str | None = None) -> tuple[list[str], list[str]]:
+    """(applied, missing) schema versions of the config store; all missing where `cai init-db` never ran."""
+    import psycopg2.errors
+
+    shipped = [version for version, _ in migrations()]
+    try:
+        with connect(url) as conn:
+            applied = [row["version"] for row in conn.execute("SELECT version FROM cai_schema_migrations")]
+    except psycopg2.errors.UndefinedTable:
+        applied = []
+    return sorted(applied), [v for v in shipped if v not in applied]
+
+
+def ensure_current_schema(url: str | None = None) -> str:
+    """The store's latest schema version; raises StoreOutdated when it lacks one this version writes."""
+    from cai_common.configuration import server_location
+
+    applied, missing = schema_versions(url)
+    if missing:
+        raise StoreOutdated(missing, server_location(url or database_url()))
+    return applied[-1]
 
 
 class StoreConnection:

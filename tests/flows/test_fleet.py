@@ -9,6 +9,8 @@ state and schema from the PostgreSQL destination.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,56 @@ def test_csv_loads_on_another_machine_load_nothing_twice(
         assert conn.execute(f"SELECT count(*), count(DISTINCT id) FROM {schema_name}.labs").fetchone() == (30, 30)
         assert conn.execute(f"SELECT mrn FROM {schema_name}.patients ORDER BY mrn").fetchall() == [("00501",),
                                                                                                   ("08123",)]
+
+
+CAI = str(Path(sys.executable).parent / "cai")
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("command", [["worker"], ["server"]])
+def test_what_the_platform_runs_refuses_to_start_without_the_shared_store(command: list[str], tmp_path: Path) -> None:
+    """No quiet embedded database inside a worker's container: one line naming `DATABASE_URL`, exit 2."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["CAI_HOME"] = str(tmp_path)
+    done = subprocess.run([CAI, *command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 2 and "needs `DATABASE_URL`" in " ".join(lines), lines
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "pgdata").exists()  # no embedded server was started
+
+
+APPENDIX_A = """
+CREATE TABLE cai_connector_runs (id SERIAL PRIMARY KEY, connector_id INTEGER NOT NULL, status VARCHAR(50) NOT NULL,
+    prefect_flow_run_id VARCHAR(255), started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, rows_ingested INTEGER,
+    log_summary TEXT);
+CREATE TABLE cai_connectors (id SERIAL PRIMARY KEY, name VARCHAR(255) NOT NULL, defined_source_id INTEGER,
+    defined_destination_id INTEGER, source_config_override JSONB, destination_config_override JSONB);
+INSERT INTO cai_connectors (name) VALUES ('made by the backend');
+"""
+
+
+def test_a_store_without_this_versions_schema_stops_the_run_at_start(
+    fresh_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """A store the backend made from the spec's Appendix A only: the run stops saying `cai init-db`, and
+    nothing is half-recorded. `cai init-db` then makes it current, and the doctor shows the version."""
+    from flows.store.config_store import StoreOutdated, init_db, migrations
+
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute(APPENDIX_A)
+    monkeypatch.setenv("DATABASE_URL", fresh_db)
+    with pytest.raises(StoreOutdated, match="run `cai init-db` against it"):
+        run_connector_pipeline(1)
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM cai_connector_runs").fetchone() == (0,)
+
+    env = {**os.environ, "DATABASE_URL": fresh_db, "CAI_HOME": str(tmp_path)}
+    env.pop("PREFECT_API_URL", None)
+    before = subprocess.run([CAI, "doctor"], env=env, capture_output=True, text=True, timeout=120)
+    assert "config store schema" in before.stdout and "cai init-db" in before.stdout
+    init_db(fresh_db)
+    after = subprocess.run([CAI, "doctor"], env={**env, "COLUMNS": "200"}, capture_output=True, text=True,
+                           timeout=120)
+    latest = migrations()[-1][0]
+    assert any("config store schema" in line and "OK" in line and latest in line for line in after.stdout.splitlines())

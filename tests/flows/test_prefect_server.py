@@ -35,11 +35,27 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def prefect_postgres(server_url: str) -> Iterator[str]:
+    """A PostgreSQL server for Prefect's tables: the session's when it has `pg_trgm` (Prefect's migrations
+    create it), else a cluster of Debian's full server (the embedded server ships no contrib extensions)."""
+    with psycopg.connect(server_url) as conn:
+        has_trgm = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'").fetchone()
+    if has_trgm:
+        yield server_url
+        return
+    from tests.tlspg import plain_postgres
+
+    with plain_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def postgres_prefect(
-    server_url: str, config_store: str, tmp_path_factory: pytest.TempPathFactory,
+    prefect_postgres: str, config_store: str, tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     from urllib.parse import urlsplit, urlunsplit
 
+    server_url = prefect_postgres
     database = f"prefect_{uuid.uuid4().hex[:8]}"
     url = urlunsplit(urlsplit(server_url)._replace(path="/" + database))
     port = _free_port()
