@@ -286,6 +286,34 @@ def load_csv(
     raise typer.Exit(1 if any(f["status"] == "failed" for f in report) else 0)
 
 
+@app.command("pipeline", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pipeline(
+    ctx: typer.Context,
+    connector_id: Annotated[int, typer.Argument(help="id in cai_connectors")],
+) -> None:
+    """Inspect a connector's dlt pipeline from any machine: `cai pipeline 7 info` (or trace, schema, load-package)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from flows.store.pipeline_snapshots import restore_snapshot
+
+    args = ctx.args or ["info"]
+    with tempfile.TemporaryDirectory(prefix="cai-pipeline-") as scratch:
+        try:
+            found = restore_snapshot(connector_id, Path(scratch))
+        except Exception as exc:
+            console.print(f"[red]failed[/red]: {mask_secrets(explain(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        console.print(f"connector {connector_id}: pipeline {found['pipeline_name']} as its last run left it "
+                      f"({found['saved_at']:%Y-%m-%d %H:%M:%S} UTC)", soft_wrap=True)
+        dlt = Path(sys.executable).with_name("dlt")
+        done = subprocess.run([str(dlt), "pipeline", "--pipelines-dir", scratch, found["pipeline_name"], *args],
+                              check=False)
+    raise typer.Exit(done.returncode)
+
+
 @app.command("stop-db")
 def stop_db() -> None:
     """Stop the embedded PostgreSQL server (it keeps running between commands to start instantly)."""

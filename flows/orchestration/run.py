@@ -96,13 +96,15 @@ def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
     except Exception as exc:
         logger.error("%s: %s", label, mask_secrets(traceback.format_exc(), secrets))
         reason = tls_diagnosis(connector, exc) or explain(exc)
+        metrics = {**getattr(exc, "metrics", {}), "duration_s": round(time.monotonic() - started, 3)}
+        _keep_pipeline(connector.connector_id, metrics, logger)
         return {
             "status": "failed",
             "rows_ingested": 0,
             "log_summary": mask_secrets(f"{label}: {reason}", secrets),
-            "metrics": _masked({**getattr(exc, "metrics", {}), "duration_s": round(time.monotonic() - started, 3)},
-                               secrets),
+            "metrics": _masked(metrics, secrets),
         }
+    _keep_pipeline(connector.connector_id, outcome.metrics, logger)
     summary = f"{label}: {outcome.summary}"
     if connector.warnings():
         summary += "; warnings: " + "; ".join(connector.warnings())
@@ -116,6 +118,23 @@ def run_pipeline(config: dict[str, Any], logger: Any) -> dict[str, Any]:
         "metrics": _masked({**outcome.metrics, "duration_s": round(time.monotonic() - started, 3),
                             "process_start": os.environ.get("CAI_PROCESS_START", "cold")}, secrets),
     }
+
+
+def _keep_pipeline(connector_id: int, metrics: dict[str, Any], logger: Any) -> None:
+    """Save the run's dlt pipeline where every machine finds it, and point `inspect` at `cai pipeline`
+    (the pipelines directory of this worker may be gone by the time someone looks)."""
+    from flows.store.pipeline_snapshots import save_snapshot
+
+    name, folder = metrics.get("pipeline_name"), metrics.get("pipelines_dir")
+    if not name or not folder:
+        return
+    try:
+        save_snapshot(folder, name, connector_id)
+    except Exception as exc:  # the run's outcome stands; only its inspection is local to this machine
+        logger.warning("connector %s: could not save its pipeline for inspection: %s", connector_id,
+                       mask_secrets(explain(exc)))
+        return
+    metrics["inspect"] = f"cai pipeline {connector_id} info"
 
 
 def tls_diagnosis(connector: Any, exc: BaseException) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -38,10 +37,11 @@ def test_init_db_creates_then_reports_current(cai: Callable[..., Any], fresh_db:
     first = cai("init-db", database_url=fresh_db)
     second = cai("init-db", database_url=fresh_db)
     assert first.returncode == 0, first.stderr
-    assert "applied 001_config_store, 002_schedules_heartbeats" in first.stdout
+    assert "applied 001_config_store, 002_schedules_heartbeats, 003_delivered_files, 004_pipeline_snapshots" \
+        in first.stdout
     assert second.returncode == 0 and "schema already current" in second.stdout
     with psycopg.connect(fresh_db) as conn:
-        assert conn.execute("SELECT count(*) FROM cai_schema_migrations").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM cai_schema_migrations").fetchone() == (4,)
 
 
 def test_run_exit_codes_runs_and_connectors_tables(
@@ -77,23 +77,45 @@ def test_run_exit_codes_runs_and_connectors_tables(
     assert "filesystem" in line and "postgres" in line
 
 
-def test_dlt_pipeline_command_reads_the_run(
+def test_the_pipeline_of_a_run_on_one_machine_is_inspected_with_dlt_from_another(
     cai: Callable[..., Any], make_connector: Callable[..., int], warehouse: dict[str, Any], incoming: Path,
-    schema_name: str,
+    schema_name: str, s3_bucket: dict[str, Any], upload_server: Any, tmp_path: Path,
 ) -> None:
+    """The summary's command works on a machine that never ran the connector (its own empty `CAI_HOME`)."""
     awkward_csv(incoming / "visits.csv")
-    connector_id = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
-                                  "postgres", {**warehouse, "schema": schema_name})
-    run = cai("run", str(connector_id))
-    assert run.returncode == 0, run.stdout + run.stderr
-    # The run's summary gives the exact command; run as given, it shows this connector's pipeline.
-    found = re.search(r"inspect: (dlt pipeline --pipelines-dir (\S+) (connector_\d+_[0-9a-f]{12}) info)", run.stdout)
-    assert found and found[2] == os.environ["CAI_PIPELINES_DIR"], run.stdout
-    command = shlex.split(found[1])
-    info = subprocess.run([str(Path(CAI).with_name("dlt")), *command[1:]], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert info.returncode == 0, info.stderr
-    assert found[3] in info.stdout and schema_name in info.stdout
+    loader = make_connector("filesystem", {"path": str(incoming), "file_pattern": "*.csv"},
+                            "postgres", {**warehouse, "schema": schema_name}, name="loader")
+    s3_bucket["fs"].pipe(f"{s3_bucket['bucket']}/in/scan.bin", b"scan")
+    copier = make_connector("s3", {"bucket": s3_bucket["bucket"], "path": "in", "transfer": "copy",
+                                   **s3_bucket["credentials"]},
+                            "rest_api", {"url": upload_server.url, "token": "tok-secret-4411",
+                                         "auth_type": "bearer_token"}, name="copier")
+    for connector_id in (loader, copier):
+        run = cai("run", str(connector_id))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"inspect: cai pipeline {connector_id} info" in run.stdout
+    elsewhere = {**os.environ, "CAI_HOME": str(tmp_path / "machine_c"),
+                 "CAI_PIPELINES_DIR": str(tmp_path / "machine_c" / "pipelines"), "COLUMNS": "250"}
+    for connector_id, expected in ((loader, schema_name), (copier, "transfers")):
+        for command in ("info", "trace", "load-package"):
+            shown = subprocess.run([CAI, "pipeline", str(connector_id), command], env=elsewhere, capture_output=True,
+                                   text=True, timeout=120, check=False)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert f"connector_{connector_id}_" in shown.stdout
+        info = subprocess.run([CAI, "pipeline", str(connector_id), "info"], env=elsewhere, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert expected in info.stdout
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        archives = conn.execute("SELECT archive FROM cai_pipeline_snapshots WHERE connector_id IN (%s, %s)",
+                                (loader, copier)).fetchall()
+    import gzip
+
+    opened = b"".join(gzip.decompress(bytes(a[0])) for a in archives)
+    assert b"tok-secret-4411" not in opened and s3_bucket["credentials"]["aws_secret_access_key"].encode() not in opened
+    assert "Zoë, Jr." not in opened.decode("utf-8", "replace")  # the staged rows never leave the worker
+    missing = subprocess.run([CAI, "pipeline", "999999", "info"], env=elsewhere, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert missing.returncode == 1 and "has no saved pipeline yet" in missing.stdout
 
 
 def test_demo_loads_the_sample_into_the_configured_database(cai: Callable[..., Any], config_store: str) -> None:
