@@ -76,6 +76,12 @@ def connector_checks(url: str | None = None) -> list[Check]:
         if plaintext:
             checks.append(Check(f"{label} secrets", "", True, "plaintext in " + ", ".join(plaintext) +
                                 ': store each as {"secret": "env:NAME"} or {"secret": "prefect:BLOCK"}', warn=True))
+        for side, config in (("source", connector.source), ("destination", connector.destination)):
+            cleartext = _credentials_in_clear(config)
+            if cleartext:
+                checks.append(Check(f"{label} {side} transport", mask_secrets(cleartext[1], secrets), True,
+                                    f"sends credentials over plain http:// (`{cleartext[0]}`): anyone on the path "
+                                    "can read them; use an https:// endpoint", warn=True))
         for side, registry, kind, config in (
             ("source", SOURCES, connector.source_type, connector.source),
             ("destination", DESTINATIONS, connector.destination_type, connector.destination),
@@ -87,6 +93,17 @@ def connector_checks(url: str | None = None) -> list[Check]:
                 continue
             checks.append(_probe(f"{label} {side} ({kind})", probe.target, probe.check, secrets))
     return checks
+
+
+def _credentials_in_clear(config: object) -> tuple[str, str] | None:
+    """(field, URL) where a config sends its credentials to a plain `http://` endpoint (REST `url`, S3
+    `endpoint_url`), else None."""
+    secrets = config.secret_values() if hasattr(config, "secret_values") else []
+    for field in ("url", "endpoint_url"):
+        value = getattr(config, field, None)
+        if isinstance(value, str) and value.lower().startswith("http://") and secrets:
+            return field, value
+    return None
 
 
 def run_checks(url: str | None = None) -> list[Check]:

@@ -288,8 +288,11 @@ def test_doctor_reports_each_connector_source_and_destination_with_secrets_maske
     bad = make_connector("postgres", {"host": "127.0.0.1", "port": 9, "database": "x", "username": "u",
                                       "password": "doctor-secret-42", "query": "SELECT 1"},
                          "nfs", {"path": str(tmp_path / "out")}, name="doctor bad")
-    done = subprocess.run([CAI, "doctor"], env=prefect_env, capture_output=True, text=True,
-                          timeout=180)
+    cleartext = make_connector("filesystem", {"path": str(tmp_path)}, "rest_api",
+                               {"url": "http://127.0.0.1:9/upload", "auth_type": "bearer_token",
+                                "token": {"secret": "env:DOCTOR_REST_TOKEN"}}, name="doctor http")
+    done = subprocess.run([CAI, "doctor"], env={**prefect_env, "DOCTOR_REST_TOKEN": "doctor-token-77"},
+                          capture_output=True, text=True, timeout=180)
     assert done.returncode == 1  # the unreachable source fails the report
     lines = done.stdout.splitlines()
 
@@ -307,6 +310,9 @@ def test_doctor_reports_each_connector_source_and_destination_with_secrets_maske
     assert "OK" in line(f"connector {read_only} (doctor reader) source")
     assert "the login can only read" in done.stdout and "warning(s)" in done.stdout
     assert "doctor-secret-42" not in done.stdout + done.stderr
+    assert "WARN" in line(f"connector {cleartext} (doctor http) destination transport")
+    assert "sends credentials over plain http:// (`url`)" in " ".join(done.stdout.replace("│", " ").split())
+    assert "doctor-token-77" not in done.stdout + done.stderr
 
 
 def test_a_worker_killed_mid_move_loses_nothing_and_the_next_run_delivers_once(
