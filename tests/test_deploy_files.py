@@ -29,7 +29,7 @@ def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-@pytest.mark.parametrize("name", ["worker.yaml", "deploy-job.yaml", "secret.example.yaml"])
+@pytest.mark.parametrize("name", ["worker.yaml", "deploy-job.yaml", "secret.example.yaml", "nfs.example.yaml"])
 def test_each_manifest_is_valid_kubernetes(name: str) -> None:
     documents = _documents(KUBERNETES / name)
     assert documents
@@ -70,6 +70,36 @@ def test_the_worker_takes_credentials_from_secrets_and_runs_as_non_root() -> Non
     worker = next(d for d in workloads if d["kind"] == "Deployment")
     (container,) = _containers(worker)
     assert container["args"][:2] == ["cai", "worker"] and container["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def _rendered_job() -> dict[str, Any]:
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((KUBERNETES / "base-job-template.json").read_text())
+    values = {name: spec["default"] for name, spec in template["variables"]["properties"].items()
+              if spec.get("default") is not None}
+    values.update(command=["prefect", "flow-run", "execute"], name="connector-7", env=[], labels={}, annotations={})
+    return dict(apply_values(template["job_configuration"], values)["job_manifest"])
+
+
+def test_worker_pods_and_run_pods_mount_ssh_keys_read_only_and_the_shared_nfs_folder() -> None:
+    """What real connectors need on any pod: SFTP keys and known_hosts from a Secret, never writable, and
+    the NFS share that folder sources read and NFS destinations write, from one ReadWriteMany claim."""
+    worker = next(d for d in _documents(KUBERNETES / "worker.yaml") if d["kind"] == "Deployment")
+    claims = {d["metadata"]["name"]: d for d in _documents(KUBERNETES / "nfs.example.yaml")
+              if d["kind"] == "PersistentVolumeClaim"}
+    secrets = {d["metadata"]["name"]: d for d in _documents(KUBERNETES / "secret.example.yaml")}
+    assert {"id_ed25519", "known_hosts"} <= set(secrets["cai-ssh"]["stringData"])
+    for pod in (worker["spec"]["template"]["spec"], _rendered_job()["spec"]["template"]["spec"]):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (container,) = pod["containers"]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        ssh = mounts["/etc/cai/ssh"]
+        assert ssh["readOnly"] is True and volumes[ssh["name"]]["secret"]["secretName"] == "cai-ssh"
+        assert volumes[ssh["name"]]["secret"]["defaultMode"] & 0o077 == 0o040  # the pod's group reads; no one writes
+        data = mounts["/mnt/data"]
+        claim = volumes[data["name"]]["persistentVolumeClaim"]["claimName"]
+        assert claim in claims and claims[claim]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
 def test_the_work_pool_base_job_template_renders_a_valid_job() -> None:
