@@ -26,6 +26,9 @@ import requests
 pytestmark = [pytest.mark.slow, pytest.mark.production]
 
 CAI = str(Path(sys.executable).parent / "cai")
+AUTH = "cai-backend:server-pass-5150"
+BACKEND = requests.Session()
+BACKEND.auth = tuple(AUTH.split(":", 1))  # type: ignore[assignment]  # the backend's HTTP Basic credentials
 
 
 def _free_port() -> int:
@@ -60,7 +63,9 @@ def postgres_prefect(
     url = urlunsplit(urlsplit(server_url)._replace(path="/" + database))
     port = _free_port()
     home = tmp_path_factory.mktemp("prefect_home")
-    env = {**os.environ, "DATABASE_URL": config_store, "PREFECT_HOME": str(home)}
+    # Locked down as a fleet runs it: Prefect's own API authentication on the server and every client.
+    env = {**os.environ, "DATABASE_URL": config_store, "PREFECT_HOME": str(home),
+           "PREFECT_SERVER_API_AUTH_STRING": AUTH}
     env.pop("PREFECT_API_URL", None)
     log = home / "server.log"
     with open(log, "wb") as out:
@@ -78,7 +83,9 @@ def postgres_prefect(
                 pass
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
-        yield {"api": api, "database_url": url, "env": {**env, "PREFECT_API_URL": api}}
+        client_env = {k: v for k, v in env.items() if k != "PREFECT_SERVER_API_AUTH_STRING"}
+        yield {"api": api, "database_url": url, "env": {**client_env, "PREFECT_API_URL": api,
+                                                         "PREFECT_API_AUTH_STRING": AUTH}}
     finally:
         os.killpg(server.pid, 2)
         try:
@@ -103,14 +110,14 @@ def test_a_burst_of_triggers_with_retries_creates_exactly_one_run_per_request(
                               timeout=180)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     api = postgres_prefect["api"]
-    deployment = requests.get(f"{api}/deployments/name/run_connector_pipeline/connector-pipeline", timeout=30).json()
+    deployment = BACKEND.get(f"{api}/deployments/name/run_connector_pipeline/connector-pipeline", timeout=30).json()
     connector_id = make_connector("filesystem", {"path": str(tmp_path)}, "nfs", {"path": str(tmp_path / "out")},
                                   name="burst")
     keys = [f"backend-{uuid.uuid4()}" for _ in range(100)]
     requests_to_send = keys + keys[:20]  # 20 re-sent, as after a lost answer
 
     def trigger(key: str) -> tuple[int, str]:
-        response = requests.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=60,
+        response = BACKEND.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=60,
                                  json={"parameters": {"connector_id": connector_id}, "idempotency_key": key})
         return response.status_code, response.json().get("id", "") if response.ok else response.text
 
@@ -120,6 +127,26 @@ def test_a_burst_of_triggers_with_retries_creates_exactly_one_run_per_request(
     assert refused == [], refused[:3]
     by_key = dict(zip(requests_to_send, (a[1] for a in answers), strict=True))
     assert all(answers[i][1] == by_key[k] for i, k in enumerate(requests_to_send))  # a re-send got its run
-    runs = requests.post(f"{api}/flow_runs/filter", timeout=60,
+    runs = BACKEND.post(f"{api}/flow_runs/filter", timeout=60,
                          json={"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 200}).json()
     assert len({r["id"] for r in runs}) == 100 == len(set(by_key.values()))
+
+
+def test_the_api_answers_only_callers_with_its_auth_string(postgres_prefect: dict[str, Any]) -> None:
+    """`PREFECT_SERVER_API_AUTH_STRING` on the server: no credentials or wrong ones get 401 (health
+    probes excepted), the backend's and every `cai` client's (`PREFECT_API_AUTH_STRING`) get through."""
+    api = postgres_prefect["api"]
+    assert requests.get(f"{api}/health", timeout=10).ok  # Kubernetes' probes carry no credentials
+    assert requests.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code == 401
+    assert requests.post(f"{api}/flow_runs/filter", json={}, auth=("cai-backend", "wrong"), timeout=10
+                         ).status_code == 401
+    assert BACKEND.post(f"{api}/flow_runs/filter", json={}, timeout=10).ok
+    doctor = subprocess.run([CAI, "doctor"], env={**postgres_prefect["env"], "COLUMNS": "200"}, capture_output=True,
+                            text=True, timeout=180)
+    assert any("prefect deployment" in line and "OK" in line for line in doctor.stdout.splitlines()), doctor.stdout
+    anonymous = {k: v for k, v in postgres_prefect["env"].items() if k != "PREFECT_API_AUTH_STRING"}
+    refused = subprocess.run([CAI, "doctor"], env={**anonymous, "COLUMNS": "200"}, capture_output=True,
+                             text=True, timeout=180)
+    assert any("prefect deployment" in line and "FAIL" in line for line in refused.stdout.splitlines()), refused.stdout
+    assert "401" in refused.stdout
+    assert "server-pass-5150" not in doctor.stdout + refused.stdout
