@@ -98,8 +98,10 @@ echo "without DATABASE_URL the image's worker refuses: ${refused:0:60}..."
 prefect_home=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 api="http://127.0.0.1:$port/api"
+# Locked down as a fleet runs it: the server takes only callers with its auth string.
+auth="cai-smoke:pass-$$-$RANDOM"
 podman run -d --name "cai-smoke-server-$$" --no-healthcheck --network host -e PREFECT_HOME=/tmp/prefect \
-  "$IMAGE" prefect server start --host 127.0.0.1 --port "$port" >/dev/null
+  -e PREFECT_SERVER_API_AUTH_STRING="$auth" "$IMAGE" prefect server start --host 127.0.0.1 --port "$port" >/dev/null
 worker=""
 cleanup() {
   [ -n "$worker" ] && podman rm -f "$worker" >/dev/null 2>&1
@@ -109,7 +111,18 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 120); do python3 -c "import urllib.request; urllib.request.urlopen('$api/health', timeout=2)" 2>/dev/null && break; sleep 1; done
-in_image=(podman run --rm --no-healthcheck --network host -e DATABASE_URL="$store_url" -e PREFECT_API_URL="$api")
+status=$(python3 -c "
+import urllib.request, urllib.error
+try:
+    urllib.request.urlopen(urllib.request.Request('$api/flow_runs/filter', data=b'{}', method='POST',
+                                                  headers={'Content-Type': 'application/json'}), timeout=10)
+    print(200)
+except urllib.error.HTTPError as exc:
+    print(exc.code)")
+[ "$status" = "401" ] || { echo "the Prefect API answered $status to a caller without credentials" >&2; exit 1; }
+echo "the Prefect API refuses callers without its auth string (401)"
+in_image=(podman run --rm --no-healthcheck --network host -e DATABASE_URL="$store_url" -e PREFECT_API_URL="$api"
+          -e PREFECT_API_AUTH_STRING="$auth")
 deployed=$("${in_image[@]}" "$IMAGE" cai deploy)
 echo "${deployed%%$'\n'*}"
 psql -q "$store_url" <<SQL
@@ -123,7 +136,8 @@ INSERT INTO cai_connectors (name, defined_source_id, defined_destination_id)
 SELECT 'smoke', (SELECT max(id) FROM cai_defined_sources), (SELECT max(id) FROM cai_defined_destinations);
 SQL
 connector=$(psql -Atq "$store_url" -c "SELECT max(id) FROM cai_connectors")
-worker=$(podman run -d --network host -e DATABASE_URL="$store_url" -e PREFECT_API_URL="$api" "$IMAGE")
+worker=$(podman run -d --network host -e DATABASE_URL="$store_url" -e PREFECT_API_URL="$api" \
+  -e PREFECT_API_AUTH_STRING="$auth" "$IMAGE")
 started=$(date +%s)
 "${in_image[@]}" "$IMAGE" cai trigger "$connector" --wait --timeout 240
 echo "triggered run done in $(( $(date +%s) - started )) s (worker start included)"

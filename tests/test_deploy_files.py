@@ -61,7 +61,8 @@ def test_the_worker_takes_credentials_from_secrets_and_runs_as_non_root() -> Non
     literal = {d["metadata"]["name"]: d.get("data", {}) for d in documents if d["kind"] == "ConfigMap"}
     assert not SEED_SECRETS & {key for data in literal.values() for key in data}  # no credential in a ConfigMap
     secret = _documents(KUBERNETES / "secret.example.yaml")[0]
-    assert SEED_SECRETS | {"MINIO_ENDPOINT"} <= set(secret["stringData"])
+    assert SEED_SECRETS | {"MINIO_ENDPOINT", "PREFECT_API_AUTH_STRING"} <= set(secret["stringData"])
+    assert not {"PREFECT_API_AUTH_STRING"} & {key for data in literal.values() for key in data}
     for workload in workloads:
         assert workload["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
         for container in _containers(workload):
