@@ -76,6 +76,33 @@ def sweep_stale_runs(url: str | None = None, older_than: float | None = None) ->
         ).fetchall()
 
 
+def end_flow_runs_of(closed: list[dict[str, Any]], current: str | None = None) -> list[str]:
+    """End in Prefect the flow runs of records closed because their worker died: a killed worker leaves
+    its flow run RUNNING for good otherwise. Each that is not final yet becomes CRASHED (forced: the
+    dead process cannot report it); ``current``, this run's own flow run, is never touched. Returns the
+    flow-run ids ended. Needs the Prefect API."""
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    ended: list[str] = []
+    ids = {str(run["prefect_flow_run_id"]): run for run in closed
+           if run.get("prefect_flow_run_id") and str(run["prefect_flow_run_id"]) != str(current)}
+    if not ids:
+        return ended
+    with get_client(sync_client=True) as client:
+        for flow_run_id, run in ids.items():
+            try:
+                flow_run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+            except Exception:  # not a flow run of this server (a direct run, another server): nothing to end
+                continue
+            if flow_run.state is not None and flow_run.state.is_final():
+                continue
+            message = f"its worker stopped; cai closed run record {run['id']} as failed"
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            ended.append(flow_run_id)
+    return ended
+
+
 def close_orphaned_runs(connector_id: int, url: str | None = None) -> list[dict[str, Any]]:
     """Close the connector's `started` runs as `failed`; returns the runs closed.
 
@@ -89,7 +116,7 @@ def close_orphaned_runs(connector_id: int, url: str | None = None) -> list[dict[
             f"UPDATE cai_connector_runs SET status = 'failed', finished_at = {UTC_NOW}, "
             "log_summary = concat_ws('; ', log_summary, 'worker stopped responding: the connector''s next run "
             "found this one unfinished and its run lock free') "
-            "WHERE connector_id = %s AND status = 'started' RETURNING id, connector_id",
+            "WHERE connector_id = %s AND status = 'started' RETURNING id, connector_id, prefect_flow_run_id",
             (connector_id,),
         ).fetchall()
 

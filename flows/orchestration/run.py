@@ -46,7 +46,7 @@ def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> d
 
     logger = steps.logger()
     ensure_current_schema()  # a store without this version's tables: stop now, never an unrecorded run
-    _sweep(logger, steps.prefect)
+    _sweep(logger, steps.prefect, flow_run_id)
     with contextlib.ExitStack() as slot:
         try:
             slot.enter_context(one_run_per_connector(connector_id))
@@ -59,7 +59,7 @@ def run_connector(connector_id: int, flow_run_id: str | None, steps: Steps) -> d
                            {"status": "failed", "rows_ingested": 0, "log_summary": mask_secrets(problem),
                             "metrics": {}}, steps)
         logger.info("connector %s: holds its run lock (%s)", connector_id, describe(connector_id))
-        _close_orphans(connector_id, logger)
+        _close_orphans(connector_id, logger, steps.prefect, flow_run_id)
         run_id = _record(connector_id, flow_run_id, steps, logger)
         outcome: dict[str, Any] | None = None
         try:
@@ -185,18 +185,22 @@ def _masked(metrics: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     return dict(json.loads(mask_secrets(json.dumps(metrics, default=str), secrets)))
 
 
-def _sweep(logger: Any, prefect: bool = False) -> None:
-    """Close runs of dead workers (and record flow runs that died unrecorded) before starting; never fails."""
+def _sweep(logger: Any, prefect: bool = False, flow_run_id: str | None = None) -> None:
+    """Close runs of dead workers, end their Prefect flow runs, and record flow runs that died unrecorded,
+    before starting; never fails."""
     from flows.orchestration.heartbeat import record_unrecorded_flow_runs, sweep_stale_runs
 
+    closed: list[dict[str, Any]] = []
     try:
-        for run in sweep_stale_runs():
+        closed = sweep_stale_runs()
+        for run in closed:
             logger.warning("run %s of connector %s: worker stopped responding; closed as failed",
                            run["id"], run["connector_id"])
     except Exception as exc:
         logger.warning("could not sweep stale runs: %s", mask_secrets(str(exc)))
     if not prefect:
         return
+    _end_flow_runs(closed, flow_run_id, logger)
     try:
         for run in record_unrecorded_flow_runs():
             logger.warning("flow run %s of connector %s ended before it began; recorded as failed run %s",
@@ -205,16 +209,31 @@ def _sweep(logger: Any, prefect: bool = False) -> None:
         logger.warning("could not record flow runs that ended unrecorded: %s", mask_secrets(str(exc)))
 
 
-def _close_orphans(connector_id: int, logger: Any) -> None:
+def _close_orphans(connector_id: int, logger: Any, prefect: bool = False, flow_run_id: str | None = None) -> None:
     """With the connector's run lock held, close its runs that are still `started`: their workers died."""
     from flows.orchestration.heartbeat import close_orphaned_runs
 
     try:
-        for run in close_orphaned_runs(connector_id):
-            logger.warning("run %s of connector %s: its worker stopped before closing it; closed as failed",
-                           run["id"], run["connector_id"])
+        closed = close_orphaned_runs(connector_id)
     except Exception as exc:
         logger.warning("could not close earlier unfinished runs: %s", mask_secrets(str(exc)))
+        return
+    for run in closed:
+        logger.warning("run %s of connector %s: its worker stopped before closing it; closed as failed",
+                       run["id"], run["connector_id"])
+    if prefect:
+        _end_flow_runs(closed, flow_run_id, logger)
+
+
+def _end_flow_runs(closed: list[dict[str, Any]], flow_run_id: str | None, logger: Any) -> None:
+    """Their Prefect flow runs end too (CRASHED), not RUNNING for good; never fails the run."""
+    from flows.orchestration.heartbeat import end_flow_runs_of
+
+    try:
+        for ended in end_flow_runs_of(closed, flow_run_id):
+            logger.warning("Prefect flow run %s of a dead worker: set CRASHED", ended)
+    except Exception as exc:
+        logger.warning("could not end the flow runs of dead workers: %s", mask_secrets(str(exc)))
 
 
 def _record(connector_id: int, flow_run_id: str | None, steps: Steps, logger: Any) -> int | None:

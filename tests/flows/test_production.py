@@ -356,6 +356,13 @@ def test_a_worker_killed_mid_move_loses_nothing_and_the_next_run_delivers_once(
         closed = get_run(dead["id"])
         assert closed is not None and closed["status"] == "failed"
         assert "worker stopped responding" in closed["log_summary"]
+        # Prefect's view is right too: the dead run's flow run ended, not RUNNING for good.
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
+        assert state is not None and state.type.value == "CRASHED", state
+        assert f"closed run record {dead['id']} as failed" in (state.message or "")
     finally:
         proxy.close()
         worker.start()
