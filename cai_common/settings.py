@@ -43,6 +43,9 @@ class Settings(BaseModel):
         5.0, ge=0, validation_alias="CAI_SETTLE_SECONDS",
         description="how long a folder's file must stay unchanged before it is taken, where its source sets no "
                     "`settle_seconds`")
+    worker_stop_seconds: float = Field(
+        40.0, ge=0, validation_alias="CAI_WORKER_STOP_SECONDS",
+        description="after SIGTERM, how long `cai worker` lets runs in flight finish before it stops them")
     connector_wait_seconds: float = Field(
         3600.0, ge=0, validation_alias="CAI_CONNECTOR_WAIT_SECONDS",
         description="how long a run waits for another run of the same connector to finish")

@@ -469,6 +469,7 @@ def worker(
         command += ["--with-healthcheck"]
     # The deployment's flow-run command is `python -m flows.orchestration.warm`: this interpreter's.
     os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    warm_process = None
     if warm:
         # Flow runs fork from a process that has imported Prefect, dlt and the flow already
         # (flows/orchestration/warm.py); it stops when this worker does.
@@ -485,7 +486,11 @@ def worker(
         deadline = time.monotonic() + WARM_START_SECONDS
         while not os.path.exists(socket_path) and warm_process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-    os.execv(sys.executable, command)
+    from cai_common.settings import settings
+    from flows.orchestration.stopping import supervise
+
+    # Not exec'd: `cai worker` stays between the Prefect worker and the pod's SIGTERM (stopping.py).
+    raise typer.Exit(supervise(command, settings().worker_stop_seconds, helpers=[warm_process] if warm_process else []))
 
 
 @app.command()

@@ -76,7 +76,28 @@ def sweep_stale_runs(url: str | None = None, older_than: float | None = None) ->
         ).fetchall()
 
 
-def end_flow_runs_of(closed: list[dict[str, Any]], current: str | None = None) -> list[str]:
+STOPPED_BY_WORKER = ("stopped: its worker was shut down (SIGTERM) and the run had not finished within "
+                     "CAI_WORKER_STOP_SECONDS; nothing was renamed into place after that and no source of an "
+                     "unfinished copy was deleted: the next run takes up the rest")
+
+
+def close_stopped_runs(flow_run_ids: list[str], url: str | None = None) -> list[dict[str, Any]]:
+    """Close as `failed` the still-`started` records of these flow runs, whose processes a stopping
+    worker ended (`flows.orchestration.stopping`); returns the records closed."""
+    if not flow_run_ids:
+        return []
+    with connect(url) as conn:
+        return conn.execute(
+            f"UPDATE cai_connector_runs SET status = 'failed', finished_at = {UTC_NOW}, "
+            "log_summary = concat_ws('; ', log_summary, %s) "
+            "WHERE status = 'started' AND prefect_flow_run_id = ANY(%s) "
+            "RETURNING id, connector_id, prefect_flow_run_id, log_summary",
+            (STOPPED_BY_WORKER, flow_run_ids),
+        ).fetchall()
+
+
+def end_flow_runs_of(closed: list[dict[str, Any]], current: str | None = None,
+                     message: str = "its worker stopped; cai closed run record {id} as failed") -> list[str]:
     """End in Prefect the flow runs of records closed because their worker died: a killed worker leaves
     its flow run RUNNING for good otherwise. Each that is not final yet becomes CRASHED (forced: the
     dead process cannot report it); ``current``, this run's own flow run, is never touched. Returns the
@@ -97,8 +118,7 @@ def end_flow_runs_of(closed: list[dict[str, Any]], current: str | None = None) -
                 continue
             if flow_run.state is not None and flow_run.state.is_final():
                 continue
-            message = f"its worker stopped; cai closed run record {run['id']} as failed"
-            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            client.set_flow_run_state(flow_run_id, Crashed(message=message.format(id=run["id"])), force=True)
             ended.append(flow_run_id)
     return ended
 

@@ -368,6 +368,67 @@ def test_a_worker_killed_mid_move_loses_nothing_and_the_next_run_delivers_once(
         worker.start()
 
 
+def test_a_worker_stopped_as_a_pod_is_stops_its_run_within_the_grace_period_and_loses_nothing(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, worker: Worker,
+    make_connector: Callable[..., int], incoming: Path, sftp_server: dict[str, Any], tmp_path: Path,
+) -> None:
+    """SIGTERM to `cai worker` (Kubernetes' rolling update) while a `move` uploads: the worker takes no new
+    run, stops the one in flight after CAI_WORKER_STOP_SECONDS, and exits well before a 60 s grace period
+    ends; the run's record is closed `failed` saying so, its Prefect flow run has ended, nothing is under
+    the final name, the source is kept, and the next run, on another worker, delivers it once."""
+    from prefect import get_client
+
+    from tests.netfaults import CuttingProxy
+
+    data = os.urandom(4 * 1024 * 1024)
+    (incoming / "scan.bin").write_bytes(data)
+    proxy = CuttingProxy(sftp_server["port"], cut_after=1024 * 1024, blackhole=True)  # the upload stalls
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
+    folder = f"stopped-{tmp_path.name}"
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "transfer": "move"},
+        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
+                 "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60},
+        name="stopped mid-move")
+    worker.stop()  # the pod about to be stopped is the only one polling
+    pod = Worker({**prefect_env, "CAI_WORKER_STOP_SECONDS": "3"}, tmp_path / "pod.log")
+    pod.start()
+    try:
+        flow_run_id = _create_flow_run(prefect_api, deployment, connector_id)
+        assert proxy.cut.wait(120), "the upload never started"
+        running = find_run_by_flow_run(flow_run_id)
+        assert running is not None and running["status"] == "started", running
+        assert pod.proc is not None
+        stopped_at = time.monotonic()
+        os.kill(pod.proc.pid, signal.SIGTERM)  # what Kubernetes sends the container's first process
+        pod.proc.wait(60)
+        took = time.monotonic() - stopped_at
+        assert took < 3 + 15, f"the worker took {took:.0f} s to stop"
+        log = (tmp_path / "pod.log").read_text()
+        closed = get_run(running["id"])
+        assert "taking no new runs" in log and "stopped 1 run(s) still in flight" in log, log[-3000:]
+        assert closed is not None and closed["status"] == "failed", closed
+        assert "its worker was shut down (SIGTERM)" in closed["log_summary"]
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
+        assert state is not None and state.type.value == "CRASHED", state
+        assert "its worker was shut down (SIGTERM)" in (state.message or "")
+        landed = sftp_server["root"] / folder
+        assert [p.name for p in landed.iterdir() if not p.name.startswith(".")] == []
+        assert (incoming / "scan.bin").read_bytes() == data
+        proxy.heal()
+        again = subprocess.run([CAI, "run", str(connector_id)], env=prefect_env, capture_output=True, text=True,
+                               timeout=300, check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert {p.name: p.read_bytes() for p in landed.iterdir()} == {"scan.bin": data}  # once, no temp file
+        assert list(incoming.iterdir()) == []
+    finally:
+        proxy.close()
+        pod.stop()
+        worker.start()
+
+
 def test_secrets_echoed_to_a_run_on_the_worker_appear_in_no_log_record_or_prefect_database(
     prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], incoming: Path,
     httpserver: Any,
