@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,20 +84,131 @@ def test_a_copy_to_rest_on_another_machine_uploads_nothing_again(
     assert len(upload_server.uploads) == len(FILES) + 1
 
 
+def _destination(kind: str, s3: dict[str, Any], sftp_server: dict[str, Any], tmp_path: Path,
+                 upload_server: Any) -> dict[str, Any]:
+    return {
+        "nfs": {"path": str(tmp_path / "archive")},
+        "s3": {"bucket": s3["bucket"], "prefix": "archive", **s3["credentials"]},
+        "sftp": {"host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
+                 "password": "sftp-pass-123", "path": f"/{tmp_path.name}", "known_hosts": sftp_server["known_hosts"]},
+        "rest_api": {"url": upload_server.url},
+    }[kind]
+
+
 @pytest.mark.parametrize("destination", ["nfs", "s3", "sftp"])
 def test_a_copy_to_files_on_another_machine_sends_nothing_again(
     make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any], tmp_path: Path,
-    machines: Callable[[str], None], destination: str,
+    machines: Callable[[str], None], destination: str, upload_server: Any,
 ) -> None:
     _fill(s3_bucket)
-    config = {
-        "nfs": {"path": str(tmp_path / "archive")},
-        "s3": {"bucket": s3_bucket["bucket"], "prefix": "archive", **s3_bucket["credentials"]},
-        "sftp": {"host": sftp_server["host"], "port": sftp_server["port"], "username": "loader",
-                 "password": "sftp-pass-123", "path": f"/{tmp_path.name}", "known_hosts": sftp_server["known_hosts"]},
-    }[destination]
+    config = _destination(destination, s3_bucket, sftp_server, tmp_path, upload_server)
     connector_id = make_connector("s3", _s3_source(s3_bucket), destination, config)
     _copies_once_across_machines(connector_id, machines)
+
+
+@pytest.mark.parametrize("destination", ["nfs", "s3", "sftp", "rest_api"])
+def test_a_move_on_another_machine_finds_nothing_left_to_move(
+    make_connector: Callable[..., int], s3_bucket: dict[str, Any], sftp_server: dict[str, Any], tmp_path: Path,
+    machines: Callable[[str], None], destination: str, upload_server: Any,
+) -> None:
+    _fill(s3_bucket)
+    config = _destination(destination, s3_bucket, sftp_server, tmp_path, upload_server)
+    connector_id = make_connector("s3", _s3_source(s3_bucket, transfer="move"), destination, config)
+    first = run_connector_pipeline(connector_id)
+    assert sorted(f["status"] for f in first["metrics"]["files"]) == ["moved"] * len(FILES)
+    machines("B")
+    second = run_connector_pipeline(connector_id)
+    assert second["metrics"]["files"] == [] and "moved 0 of 0 file(s)" in second["log_summary"]
+    if destination == "rest_api":
+        assert len(upload_server.uploads) == len(FILES)
+
+
+def test_query_connectors_on_another_machine_land_what_they_land_on_the_first(
+    make_connector: Callable[..., int], reader: dict[str, Any], warehouse: dict[str, Any], schema_name: str,
+    source_schema: str, s3_bucket: dict[str, Any], sftp_server: dict[str, Any], tmp_path: Path,
+    machines: Callable[[str], None], config_store: str, upload_server: Any,
+) -> None:
+    """A query is a snapshot each run; on a machine that never ran it, dlt's state and schema come back
+    from the destination (a replace stays a replace of the same typed table) and an export needs nothing."""
+    query = f"SELECT * FROM {source_schema}.visits ORDER BY id"
+    to_table = make_connector("sql_database", {**reader, "query": query},
+                              "postgres", {**warehouse, "schema": schema_name, "table_name": "visits",
+                                           "write_disposition": "replace"}, name="query table")
+    export = {**reader, "query": query, "csv_filename": "visits_{timestamp}.csv"}
+    exports = {kind: make_connector("sql_database", export, kind,
+                                    _destination(kind, s3_bucket, sftp_server, tmp_path, upload_server),
+                                    name=f"query {kind}") for kind in ("nfs", "s3", "sftp")}
+    for connector_id in (to_table, *exports.values()):
+        run_connector_pipeline(connector_id)
+    with psycopg.connect(config_store) as conn:
+        expected = conn.execute(f"SELECT count(*) FROM {source_schema}.visits").fetchone()
+        types = conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+                             "AND table_name = 'visits' ORDER BY ordinal_position", (schema_name,)).fetchall()
+    machines("B")
+    time.sleep(1.1)  # a new {timestamp} for the second exports
+    again = run_connector_pipeline(to_table)
+    assert again["rows_ingested"] == expected[0]  # type: ignore[index]
+    with psycopg.connect(config_store) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {schema_name}.visits").fetchone() == expected
+        assert conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+                            "AND table_name = 'visits' ORDER BY ordinal_position", (schema_name,)).fetchall() == types
+    for connector_id in exports.values():
+        result = run_connector_pipeline(connector_id)
+        assert result["status"] == "success" and len(result["metrics"]["files"]) == 1
+    machines("C")  # a third machine inspects every one of them
+    env = {**os.environ, "COLUMNS": "250"}
+    for connector_id in (to_table, *exports.values()):
+        shown = subprocess.run([CAI, "pipeline", str(connector_id), "info"], env=env, capture_output=True, text=True,
+                               timeout=120, check=False)
+        assert shown.returncode == 0 and f"connector_{connector_id}_" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_a_copy_killed_mid_run_on_one_machine_is_finished_once_on_another(
+    make_connector: Callable[..., int], incoming: Path, sftp_server: dict[str, Any], tmp_path: Path,
+    config_store: str,
+) -> None:
+    """`cai run` on machine A is killed (SIGKILL) while an upload hangs; machine B sends what A did not
+    record as delivered, once, and closes A's record."""
+    from tests.netfaults import CuttingProxy
+
+    files = {"a_small.csv": b"id\n1\n" * 1000, "b_scan.bin": os.urandom(4 * 1024 * 1024)}
+    for name, data in files.items():
+        (incoming / name).write_bytes(data)
+    proxy = CuttingProxy(sftp_server["port"], cut_after=2 * 1024 * 1024, blackhole=True)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
+    folder = f"fleet-{tmp_path.name}"
+    connector_id = make_connector(
+        "filesystem", {"path": str(incoming), "transfer": "copy"},
+        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
+                 "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60}, name="killed on A")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    machine = {name: {**env, "CAI_HOME": str(tmp_path / name), "CAI_PIPELINES_DIR": str(tmp_path / name / "p")}
+               for name in ("A", "B")}
+    try:
+        dying = subprocess.Popen([CAI, "run", str(connector_id)], env=machine["A"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        assert proxy.cut.wait(120), "the upload never started"
+        time.sleep(0.5)
+        dying.kill()
+        dying.wait(30)
+        with psycopg.connect(config_store) as conn:
+            recorded = {row[0].rsplit("/", 1)[1] for row in conn.execute(
+                "SELECT file_url FROM cai_delivered_files WHERE connector_id = %s", (connector_id,)).fetchall()}
+        proxy.heal()
+        done = subprocess.run([CAI, "run", str(connector_id)], env=machine["B"], capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        missing = len(files) - len(recorded)
+        assert f"copied {missing} of {missing} file(s)" in done.stdout, (recorded, done.stdout)
+        landed = sftp_server["root"] / folder
+        assert {p.name: p.read_bytes() for p in landed.iterdir() if not p.name.startswith(".")} == files
+        with psycopg.connect(config_store) as conn:
+            statuses = [row[0] for row in conn.execute("SELECT status FROM cai_connector_runs WHERE connector_id = %s "
+                                                       "ORDER BY id", (connector_id,)).fetchall()]
+        assert statuses == ["failed", "success"]  # A's record closed by B, B's own
+    finally:
+        proxy.close()
 
 
 def test_csv_loads_on_another_machine_load_nothing_twice(
