@@ -214,7 +214,7 @@ def test_a_csv_being_written_is_not_loaded_until_whole_and_a_grown_one_never_app
         "filesystem", {"path": str(folders["landing"]), "file_pattern": "*.csv", "settle_seconds": 1.5},
         "postgres", {**warehouse, "schema": schema_name, "write_disposition": "append"})
     loaded = f"{schema_name}.labs"
-    producer = _started(labs["csv"], landing, piece=32 * 1024, pause=0.1)
+    producer = _started(labs["csv"], landing, piece=16 * 1024, pause=0.1)  # about 10 s of writing
 
     during = run_connector_pipeline(connector_id)
     assert producer.writing()
