@@ -14,7 +14,8 @@ from typing import Any
 from prefect import Flow, flow_engine, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import deployment, flow_run
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
 
 from cai_common import exit_without_final_collection, is_transient
 from flows.orchestration import run
@@ -147,6 +148,8 @@ def run_connector_pipeline(connector_id: int, prefect_flow_run_id: str | None = 
     Raises:
         ConnectorRunFailed: after the run record is closed as `failed`; ``.result`` holds the dict.
     """
-    if deployment.get_id():  # the platform's run: recorded where the platform reads, never in an embedded database
+    context = FlowRunContext.get()
+    if context is not None and getattr(context.flow_run, "deployment_id", None):
+        # The platform's run: recorded where the platform reads, never in an embedded database.
         require_shared_store(f"connector {connector_id}: a flow run of a deployment")
     return run.run_connector(connector_id, prefect_flow_run_id or flow_run.get_id(), PREFECT_STEPS)

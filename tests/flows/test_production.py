@@ -429,6 +429,29 @@ def test_a_worker_stopped_as_a_pod_is_stops_its_run_within_the_grace_period_and_
         worker.start()
 
 
+def test_a_run_pod_without_the_shared_store_fails_naming_it_and_starts_no_embedded_database(
+    prefect_api: str, prefect_env: dict[str, str], deployment: str, worker: Worker, tmp_path: Path,
+) -> None:
+    """A deployment's flow run whose process has no `DATABASE_URL` (a run pod without the Secret): the
+    flow run fails naming it, and no embedded PostgreSQL starts inside the pod."""
+    from prefect import get_client
+
+    worker.stop()  # this run is executed here, as a run pod would, not picked up by the worker
+    try:
+        flow_run_id = _create_flow_run(prefect_api, deployment, 999)
+        pod = {k: v for k, v in prefect_env.items() if k != "DATABASE_URL"}
+        pod.update(PREFECT__FLOW_RUN_ID=flow_run_id, CAI_HOME=str(tmp_path / "pod"))
+        done = subprocess.run([sys.executable, "-m", "flows.orchestration.warm"], env=pod, capture_output=True,
+                              text=True, timeout=240, check=False)
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
+        assert state is not None and state.type.value in ("FAILED", "CRASHED"), state
+        assert "connector 999: a flow run of a deployment needs `DATABASE_URL`" in done.stdout + done.stderr
+        assert not (tmp_path / "pod" / "pgdata").exists()
+    finally:
+        worker.start()
+
+
 def test_secrets_echoed_to_a_run_on_the_worker_appear_in_no_log_record_or_prefect_database(
     prefect_api: str, deployment: str, worker: Worker, make_connector: Callable[..., int], incoming: Path,
     httpserver: Any,
