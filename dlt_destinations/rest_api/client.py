@@ -12,9 +12,11 @@ again), so a 3xx fails the file, naming its `Location`.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import hashlib
 import json
+import math
 import random
 import time
 import uuid
@@ -124,16 +126,31 @@ def upload_url(config: RestApiDestinationConfig, relative_path: str) -> str:
     return config.url.replace("{file_name}", quote(name)).replace("{relative_path}", quote(relative_path))
 
 
+def retry_after(header: str | None) -> float | None:
+    """A `Retry-After` header's wait in seconds (delay-seconds or an HTTP date), between 0 and
+    `RETRY_AFTER_CAP`; None when there is none or the server sent something else (`soon`, `NaN`)."""
+    if not header:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
 def retry_delay(response: requests.Response | None, attempt: int, backoff: float) -> float:
     """Seconds to wait before the next attempt: the server's Retry-After, else backoff * 2^n plus jitter."""
-    header = response.headers.get("Retry-After") if response is not None else None
-    if header:
-        try:
-            return min(float(header), RETRY_AFTER_CAP)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(header) if header else None
-            if when is not None:
-                return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_CAP)
+    waited = retry_after(response.headers.get("Retry-After") if response is not None else None)
+    if waited is not None:
+        return waited
     return backoff * 2 ** (attempt - 1) + random.uniform(0, backoff)
 
 

@@ -114,6 +114,27 @@ def test_retry_after_is_honoured(upload_server: Any) -> None:
     assert delays == [7.0]
 
 
+@pytest.mark.parametrize(("header", "expected"), [
+    ("7", 7.0), ("0", 0.0), ("-5", 0.0), ("100000", 300.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ("soon", None), ("NaN", None), ("inf", None), ("", None), ("Mon, 99 Foo 20xx", None),
+])
+def test_a_retry_after_of_any_shape_gives_a_wait_the_retry_loop_can_take(header: str, expected: float | None) -> None:
+    """Delay-seconds, an HTTP date, or anything a misbehaving server sends: a finite wait within the cap,
+    or None (the backoff applies) — never an exception out of the retry loop."""
+    from dlt_destinations.rest_api.client import retry_after
+
+    assert retry_after(header) == expected
+
+
+def test_a_malformed_retry_after_falls_back_to_the_backoff_and_the_file_is_delivered(upload_server: Any) -> None:
+    upload_server.answers = [(503, {"Retry-After": "soon"}), (429, {"Retry-After": "Mon, 99 Foo 20xx"})]
+    delays: list[float] = []
+    done = upload_file(_config(upload_server.url, retry_backoff_seconds=0.5), _opener(b"x"), 1, "a.txt",
+                       sleep=delays.append)
+    assert done.attempts == 3 and len(delays) == 2
+    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 1.5  # backoff * 2^n plus up to one backoff of jitter
+
+
 def test_a_server_that_always_fails_is_tried_three_times(upload_server: Any) -> None:
     upload_server.answers = [(500, {})] * 5
     with pytest.raises(UploadRefused, match="failed after 3 attempts .*HTTP 500"):
