@@ -89,3 +89,14 @@ class CuttingProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def stalling_sftp(sftp_server: dict[str, Any], tmp_path: Any, folder: str,
+                  cut_after: int = 1024 * 1024) -> tuple[CuttingProxy, dict[str, Any]]:
+    """A proxy in front of the test SFTP server whose link goes silent after ``cut_after`` bytes (an upload
+    that stalls), and an `sftp` destination config writing to ``/folder`` through it."""
+    proxy = CuttingProxy(sftp_server["port"], cut_after=cut_after, blackhole=True)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
+    return proxy, {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
+                   "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60}

@@ -169,19 +169,15 @@ def test_a_copy_killed_mid_run_on_one_machine_is_finished_once_on_another(
 ) -> None:
     """`cai run` on machine A is killed (SIGKILL) while an upload hangs; machine B sends what A did not
     record as delivered, once, and closes A's record."""
-    from tests.netfaults import CuttingProxy
+    from tests.netfaults import stalling_sftp
 
     files = {"a_small.csv": b"id\n1\n" * 1000, "b_scan.bin": os.urandom(4 * 1024 * 1024)}
     for name, data in files.items():
         (incoming / name).write_bytes(data)
-    proxy = CuttingProxy(sftp_server["port"], cut_after=2 * 1024 * 1024, blackhole=True)
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
     folder = f"fleet-{tmp_path.name}"
-    connector_id = make_connector(
-        "filesystem", {"path": str(incoming), "transfer": "copy"},
-        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
-                 "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60}, name="killed on A")
+    proxy, stalling = stalling_sftp(sftp_server, tmp_path, folder, cut_after=2 * 1024 * 1024)
+    connector_id = make_connector("filesystem", {"path": str(incoming), "transfer": "copy"}, "sftp", stalling,
+                                  name="killed on A")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     machine = {name: {**env, "CAI_HOME": str(tmp_path / name), "CAI_PIPELINES_DIR": str(tmp_path / name / "p")}
                for name in ("A", "B")}

@@ -321,19 +321,14 @@ def test_a_worker_killed_mid_move_loses_nothing_and_the_next_run_delivers_once(
 ) -> None:
     """kill -9 of the worker tree while a `move` uploads to SFTP: the source stays, no partial file
     under the final name; the next run finishes the job exactly once and says so."""
-    from tests.netfaults import CuttingProxy
+    from tests.netfaults import stalling_sftp
 
     data = os.urandom(4 * 1024 * 1024)
     (incoming / "scan.bin").write_bytes(data)
-    proxy = CuttingProxy(sftp_server["port"], cut_after=1024 * 1024, blackhole=True)  # the upload stalls
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
     folder = f"killed-{tmp_path.name}"
-    connector_id = make_connector(
-        "filesystem", {"path": str(incoming), "transfer": "move"},
-        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
-                 "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60},
-        name="killed mid-move")
+    proxy, stalling = stalling_sftp(sftp_server, tmp_path, folder)  # the upload stalls after 1 MB
+    connector_id = make_connector("filesystem", {"path": str(incoming), "transfer": "move"}, "sftp", stalling,
+                                  name="killed mid-move")
     try:
         flow_run_id = _create_flow_run(prefect_api, deployment, connector_id)
         assert proxy.cut.wait(120), "the upload never started"
@@ -378,19 +373,14 @@ def test_a_worker_stopped_as_a_pod_is_stops_its_run_within_the_grace_period_and_
     the final name, the source is kept, and the next run, on another worker, delivers it once."""
     from prefect import get_client
 
-    from tests.netfaults import CuttingProxy
+    from tests.netfaults import stalling_sftp
 
     data = os.urandom(4 * 1024 * 1024)
     (incoming / "scan.bin").write_bytes(data)
-    proxy = CuttingProxy(sftp_server["port"], cut_after=1024 * 1024, blackhole=True)  # the upload stalls
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(sftp_server["host_line"].replace(f":{sftp_server['port']} ", f":{proxy.port} ") + "\n")
     folder = f"stopped-{tmp_path.name}"
-    connector_id = make_connector(
-        "filesystem", {"path": str(incoming), "transfer": "move"},
-        "sftp", {"host": "127.0.0.1", "port": proxy.port, "username": "loader", "password": "sftp-pass-123",
-                 "path": f"/{folder}", "known_hosts": str(known_hosts), "keepalive_seconds": 60},
-        name="stopped mid-move")
+    proxy, stalling = stalling_sftp(sftp_server, tmp_path, folder)  # the upload stalls after 1 MB
+    connector_id = make_connector("filesystem", {"path": str(incoming), "transfer": "move"}, "sftp", stalling,
+                                  name="stopped mid-move")
     worker.stop()  # the pod about to be stopped is the only one polling
     pod = Worker({**prefect_env, "CAI_WORKER_STOP_SECONDS": "3"}, tmp_path / "pod.log")
     pod.start()
